@@ -1,0 +1,640 @@
+//! The one typed configuration: defaults, then a TOML file, then flags.
+//!
+//! Every field's doc comment is the user's reference (the README's table is
+//! written from it). Unknown keys are rejected, and [`Config::validate`]
+//! checks what types cannot (ranges, cross-field rules). Every error names
+//! its key: the binary prints it on one line and exits with code 64.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::dns::{DnsOptions, TtlPolicy};
+use crate::enrich::{EnrichOptions, FieldMap, MAX_FIELDS};
+use crate::geoip::{GeoIpOptions, attr_kind};
+use crate::ip::{Locality, Scope};
+use crate::output::{Attr, Naming};
+use crate::record::json::Limits;
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config error: {key}: {problem}")]
+pub struct ConfigError {
+    /// The dotted key (`dns.qps`), or `file` for a file that cannot be read.
+    pub key: String,
+    /// What is wrong, in one line.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// An error about `key`.
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into().replace('\n', " "),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// How records are read.
+    pub input: InputConfig,
+    /// Which fields hold addresses.
+    pub fields: FieldsConfig,
+    /// How enrichment is written.
+    pub output: OutputConfig,
+    /// GeoIP databases.
+    pub geoip: GeoIpConfig,
+    /// Reverse DNS.
+    pub dns: DnsConfig,
+    /// The in-process cache and the per-record lookup deadline.
+    pub cache: CacheConfig,
+    /// The shared Redis cache.
+    pub redis: RedisConfig,
+    /// `enricher pipe` only.
+    pub pipe: PipeConfig,
+}
+
+/// `[input]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputConfig {
+    /// Largest record accepted, in bytes; larger ones are rejected (`too_large`).
+    pub max_record_bytes: usize,
+    /// Deepest JSON nesting accepted; deeper records are rejected (`too_deep`).
+    pub max_depth: usize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: 1 << 20,
+            max_depth: 64,
+        }
+    }
+}
+
+/// `[fields]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldsConfig {
+    /// The key that names a record's log type (Zeek's `_path`; TSV input takes it from `#path`).
+    pub type_key: String,
+    /// Fields holding addresses, for log types without their own list. Dotted
+    /// paths match both `{"id.orig_h":..}` and `{"id":{"orig_h":..}}`.
+    pub default: Vec<String>,
+    /// Fields per log type (`dns = ["id.orig_h", "id.resp_h", "answers"]`); replaces `default` for that type.
+    pub by_type: BTreeMap<String, Vec<String>>,
+    /// Fields holding a list of addresses, written as `<field><nested_suffix>: [{"ip":..,..}]`.
+    pub arrays: Vec<String>,
+}
+
+impl Default for FieldsConfig {
+    fn default() -> Self {
+        let map = FieldMap::default();
+        Self {
+            type_key: map.type_key,
+            default: map.default,
+            by_type: map.by_type,
+            arrays: map.arrays,
+        }
+    }
+}
+
+/// `[output]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// `flat` (`"id.resp_h_country":"US"`) or `nested` (`"id.resp_h_enr":{"country":"US"}`).
+    pub naming: Naming,
+    /// Between field and attribute in flat naming.
+    pub separator: String,
+    /// Appended to the field name for nested objects and address lists.
+    pub nested_suffix: String,
+    /// Also write `<field>_tier` (l1, l2, dns, local), `<field>_geo_build`,
+    /// and `<field>_geo_status` / `<field>_ptr_status` saying why a value is missing.
+    pub provenance: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            naming: Naming::Flat,
+            separator: "_".into(),
+            nested_suffix: "_enr".into(),
+            provenance: false,
+        }
+    }
+}
+
+/// `[geoip]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeoIpConfig {
+    /// City or Country database (`GeoIP2-City.mmdb`, `GeoLite2-Country.mmdb`, DB-IP's equivalent). Unset: no location attributes.
+    pub city: Option<PathBuf>,
+    /// ASN database (`GeoLite2-ASN.mmdb`). Unset: no `asn`/`org`.
+    pub asn: Option<PathBuf>,
+    /// Attributes written: any of country, country_name, continent, city,
+    /// subdivision, location, timezone, postal (City database), asn, org (ASN database).
+    pub attributes: Vec<Attr>,
+    /// Which addresses get GeoIP: `all`, `public` or `private`.
+    pub scope: Scope,
+    /// Addresses in these CIDRs get no GeoIP, whatever the scope.
+    pub skip_cidrs: Vec<IpNet>,
+    /// How often the files are checked for a replacement, in milliseconds (0: never).
+    pub reload_interval_ms: u64,
+    /// Run a full integrity check of a database before using it.
+    pub verify: bool,
+}
+
+impl Default for GeoIpConfig {
+    fn default() -> Self {
+        Self {
+            city: None,
+            asn: None,
+            attributes: vec![Attr::Country, Attr::City, Attr::Asn, Attr::Org],
+            scope: Scope::Public,
+            skip_cidrs: Vec::new(),
+            reload_interval_ms: 30_000,
+            verify: true,
+        }
+    }
+}
+
+/// `[dns]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Look up PTR names at all.
+    pub enabled: bool,
+    /// Upstream nameservers as `host:port`; empty: the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
+    /// Time to wait for one answer, in milliseconds.
+    pub timeout_ms: u64,
+    /// Retries after a timeout or SERVFAIL (0 sends exactly one query).
+    pub retries: usize,
+    /// Queries in flight per upstream, at most.
+    pub max_in_flight: usize,
+    /// Queries per second per upstream, at most.
+    pub qps: u32,
+    /// Queries allowed at once after a quiet spell, per upstream.
+    pub burst: u32,
+    /// Longest a lookup waits for budget before the record goes on without its PTR (`over_budget`), in milliseconds.
+    pub budget_wait_ms: u64,
+    /// Which addresses get a PTR lookup: `all`, `public` or `private`.
+    pub scope: Scope,
+    /// Addresses in these CIDRs get no PTR lookup, whatever the scope.
+    pub skip_cidrs: Vec<IpNet>,
+    /// Floor for a positive answer's TTL, in seconds.
+    pub min_ttl_secs: u64,
+    /// Ceiling for a positive answer's TTL, in seconds.
+    pub max_ttl_secs: u64,
+    /// How long NXDOMAIN (and empty answers) stay cached, in seconds.
+    pub nxdomain_ttl_secs: u64,
+    /// How long SERVFAIL (and invalid answers, other errors) stay cached, in seconds.
+    pub servfail_ttl_secs: u64,
+    /// How long a timeout stays cached, in seconds.
+    pub timeout_ttl_secs: u64,
+    /// How long `over_budget` stays cached (in this process only), in seconds.
+    pub over_budget_ttl_secs: u64,
+    /// Longest hostname accepted, in bytes; longer answers count as `invalid`.
+    pub max_name_len: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        let o = DnsOptions::default();
+        let t = TtlPolicy::default();
+        Self {
+            enabled: true,
+            servers: o.servers,
+            timeout_ms: o.timeout.as_millis() as u64,
+            retries: o.retries,
+            max_in_flight: o.max_in_flight,
+            qps: o.qps,
+            burst: o.burst,
+            budget_wait_ms: o.budget_wait.as_millis() as u64,
+            scope: Scope::All,
+            skip_cidrs: Vec::new(),
+            min_ttl_secs: t.min.as_secs(),
+            max_ttl_secs: t.max.as_secs(),
+            nxdomain_ttl_secs: t.nxdomain.as_secs(),
+            servfail_ttl_secs: t.servfail.as_secs(),
+            timeout_ttl_secs: t.timeout.as_secs(),
+            over_budget_ttl_secs: t.over_budget.as_secs(),
+            max_name_len: o.max_name_len,
+        }
+    }
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// L1 bound in entries (addresses), used when `l1_max_bytes` is 0.
+    pub l1_max_entries: u64,
+    /// L1 bound in bytes of cached enrichment; 0 bounds by entries instead.
+    pub l1_max_bytes: u64,
+    /// Longest a record waits for its lookups, in milliseconds; after that it
+    /// is written without the PTR (`timeout`) while the lookup goes on.
+    pub lookup_deadline_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            l1_max_entries: 1_000_000,
+            l1_max_bytes: 0,
+            lookup_deadline_ms: 1_500,
+        }
+    }
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS. Empty: no shared cache.
+    pub url: String,
+    /// Prefix of every key the enricher writes.
+    pub key_prefix: String,
+    /// Longest wait for one batched read or write, in milliseconds.
+    pub timeout_ms: u64,
+    /// Consecutive failures that open the circuit (Redis is then skipped).
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before Redis is tried again, in milliseconds.
+    pub open_ms: u64,
+    /// Most keys in one `MGET` or write pipeline.
+    pub max_batch: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            key_prefix: "enr:ptr:".into(),
+            timeout_ms: 50,
+            failure_threshold: 3,
+            open_ms: 2_000,
+            max_batch: 512,
+        }
+    }
+}
+
+/// `[pipe]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipeConfig {
+    /// Records in flight at once (waiting for lookups); output stays in input order.
+    pub concurrency: usize,
+    /// Where rejected records go (JSON lines with file, line, reason and the
+    /// original bytes). Unset: standard error.
+    pub reject: Option<PathBuf>,
+}
+
+impl Default for PipeConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4_096,
+            reject: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("file", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses TOML text over the defaults.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new("file", e.message().to_string()))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError::new(
+                if key == "." { "file".into() } else { key },
+                inner.message().to_string(),
+            )
+        })
+    }
+
+    /// Checks ranges and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &str, v: u64| {
+            if v == 0 {
+                Err(ConfigError::new(key, "must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("input.max_record_bytes", self.input.max_record_bytes as u64)?;
+        positive("input.max_depth", self.input.max_depth as u64)?;
+        if self.fields.type_key.is_empty() {
+            return Err(ConfigError::new("fields.type_key", "must not be empty"));
+        }
+        let mut all: Vec<&String> = self.fields.default.iter().collect();
+        for (t, fields) in &self.fields.by_type {
+            if fields.iter().any(|f| f.is_empty()) {
+                return Err(ConfigError::new(
+                    format!("fields.by_type.{t}"),
+                    "field names must not be empty",
+                ));
+            }
+            all.extend(fields);
+        }
+        if self.fields.default.iter().any(|f| f.is_empty()) {
+            return Err(ConfigError::new(
+                "fields.default",
+                "field names must not be empty",
+            ));
+        }
+        all.sort();
+        all.dedup();
+        if all.len() > MAX_FIELDS {
+            return Err(ConfigError::new(
+                "fields",
+                format!(
+                    "{} distinct IP fields named; at most {MAX_FIELDS}",
+                    all.len()
+                ),
+            ));
+        }
+        if self.output.separator.is_empty() {
+            return Err(ConfigError::new("output.separator", "must not be empty"));
+        }
+        if self.output.nested_suffix.is_empty() {
+            return Err(ConfigError::new(
+                "output.nested_suffix",
+                "must not be empty",
+            ));
+        }
+        for attr in &self.geoip.attributes {
+            if attr_kind(*attr).is_none() {
+                return Err(ConfigError::new(
+                    "geoip.attributes",
+                    format!("{:?} is not a GeoIP attribute", attr.name()),
+                ));
+            }
+        }
+        let d = &self.dns;
+        if d.enabled {
+            positive("dns.timeout_ms", d.timeout_ms)?;
+            positive("dns.qps", u64::from(d.qps))?;
+            positive("dns.burst", u64::from(d.burst))?;
+            positive("dns.max_in_flight", d.max_in_flight as u64)?;
+            if d.retries > 5 {
+                return Err(ConfigError::new(
+                    "dns.retries",
+                    "at most 5 (each retry is another query upstream)",
+                ));
+            }
+            if d.min_ttl_secs > d.max_ttl_secs {
+                return Err(ConfigError::new(
+                    "dns.min_ttl_secs",
+                    format!(
+                        "{} is above dns.max_ttl_secs ({})",
+                        d.min_ttl_secs, d.max_ttl_secs
+                    ),
+                ));
+            }
+            if d.max_ttl_secs > 7 * 86_400 {
+                return Err(ConfigError::new(
+                    "dns.max_ttl_secs",
+                    "at most 604800 (a week)",
+                ));
+            }
+            if !(16..=253).contains(&d.max_name_len) {
+                return Err(ConfigError::new(
+                    "dns.max_name_len",
+                    "must be between 16 and 253",
+                ));
+            }
+            for (key, v) in [
+                ("dns.nxdomain_ttl_secs", d.nxdomain_ttl_secs),
+                ("dns.servfail_ttl_secs", d.servfail_ttl_secs),
+                ("dns.timeout_ttl_secs", d.timeout_ttl_secs),
+                ("dns.over_budget_ttl_secs", d.over_budget_ttl_secs),
+            ] {
+                if v > 7 * 86_400 {
+                    return Err(ConfigError::new(key, "at most 604800 (a week)"));
+                }
+            }
+        }
+        positive("cache.lookup_deadline_ms", self.cache.lookup_deadline_ms)?;
+        if self.cache.l1_max_bytes == 0 {
+            positive("cache.l1_max_entries", self.cache.l1_max_entries)?;
+        }
+        if !self.redis.url.is_empty() {
+            let scheme = self.redis.url.split("://").next().unwrap_or_default();
+            if !["redis", "rediss", "redis+unix", "unix"].contains(&scheme)
+                || !self.redis.url.contains("://")
+            {
+                return Err(ConfigError::new(
+                    "redis.url",
+                    "must start with redis://, rediss:// or unix://",
+                ));
+            }
+            redis::Client::open(self.redis.url.as_str())
+                .map_err(|e| ConfigError::new("redis.url", mask_secrets(&e.to_string())))?;
+            positive("redis.timeout_ms", self.redis.timeout_ms)?;
+            positive(
+                "redis.failure_threshold",
+                u64::from(self.redis.failure_threshold),
+            )?;
+            positive("redis.max_batch", self.redis.max_batch as u64)?;
+        }
+        positive("pipe.concurrency", self.pipe.concurrency as u64)?;
+        Ok(())
+    }
+
+    /// The enrichment core's options.
+    pub fn enrich_options(&self) -> EnrichOptions {
+        EnrichOptions {
+            fields: FieldMap {
+                type_key: self.fields.type_key.clone(),
+                default: self.fields.default.clone(),
+                by_type: self.fields.by_type.clone(),
+                arrays: self.fields.arrays.clone(),
+            },
+            naming: self.output.naming.clone(),
+            separator: self.output.separator.clone(),
+            nested_suffix: self.output.nested_suffix.clone(),
+            provenance: self.output.provenance,
+            geo_attrs: self.geoip.attributes.clone(),
+            geo_scope: Locality::new(self.geoip.scope, self.geoip.skip_cidrs.clone()),
+            dns_scope: Locality::new(self.dns.scope, self.dns.skip_cidrs.clone()),
+            ttl: TtlPolicy {
+                min: Duration::from_secs(self.dns.min_ttl_secs),
+                max: Duration::from_secs(self.dns.max_ttl_secs),
+                nxdomain: Duration::from_secs(self.dns.nxdomain_ttl_secs),
+                servfail: Duration::from_secs(self.dns.servfail_ttl_secs),
+                timeout: Duration::from_secs(self.dns.timeout_ttl_secs),
+                over_budget: Duration::from_secs(self.dns.over_budget_ttl_secs),
+            },
+            l1_max_entries: self.cache.l1_max_entries,
+            l1_max_bytes: self.cache.l1_max_bytes,
+            lookup_deadline: Duration::from_millis(self.cache.lookup_deadline_ms),
+            limits: Limits {
+                max_depth: self.input.max_depth,
+                max_bytes: self.input.max_record_bytes,
+            },
+        }
+    }
+
+    /// The GeoIP options.
+    pub fn geoip_options(&self) -> GeoIpOptions {
+        GeoIpOptions {
+            city: self.geoip.city.clone(),
+            asn: self.geoip.asn.clone(),
+            attrs: self.geoip.attributes.clone(),
+            verify: self.geoip.verify,
+        }
+    }
+
+    /// The DNS options.
+    pub fn dns_options(&self) -> DnsOptions {
+        DnsOptions {
+            servers: self.dns.servers.clone(),
+            timeout: Duration::from_millis(self.dns.timeout_ms),
+            retries: self.dns.retries,
+            max_in_flight: self.dns.max_in_flight,
+            qps: self.dns.qps,
+            burst: self.dns.burst,
+            budget_wait: Duration::from_millis(self.dns.budget_wait_ms),
+            max_name_len: self.dns.max_name_len,
+        }
+    }
+
+    /// The Redis options, when a URL is set.
+    pub fn redis_options(&self) -> Option<crate::cache::RedisOptions> {
+        (!self.redis.url.is_empty()).then(|| crate::cache::RedisOptions {
+            url: self.redis.url.clone(),
+            key_prefix: self.redis.key_prefix.clone(),
+            timeout: Duration::from_millis(self.redis.timeout_ms),
+            failure_threshold: self.redis.failure_threshold,
+            open_for: Duration::from_millis(self.redis.open_ms),
+            max_batch: self.redis.max_batch,
+        })
+    }
+
+    /// The effective configuration as TOML, with passwords masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.redis.url = mask_secrets(&shown.redis.url);
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+/// Replaces the password in `scheme://user:password@host` with `***`.
+pub fn mask_secrets(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else {
+        return text.to_string();
+    };
+    let rest = &text[scheme_end + 3..];
+    let Some(at) = rest.find('@') else {
+        return text.to_string();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &text[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None if !userinfo.is_empty() => format!("{}***{}", &text[..scheme_end + 3], &rest[at..]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_toml("[dns]\ntimeout_ms = \"soon\"\n").expect_err("wrong type");
+        assert_eq!(e.key, "dns.timeout_ms");
+        let e = Config::from_toml("[dns]\nqpss = 3\n").expect_err("unknown key");
+        assert_eq!(e.key, "dns.qpss");
+        let e = Config::from_toml("[nope]\n").expect_err("unknown section");
+        assert_eq!(e.key, "nope");
+        let e = Config::from_toml("[geoip]\nattributes = [\"shoe_size\"]\n").expect_err("bad attr");
+        assert!(e.key.starts_with("geoip.attributes"), "{e}");
+        let e =
+            Config::from_toml("[dns]\nservers = [\"not an address\"]\n").expect_err("bad server");
+        assert!(e.key.starts_with("dns.servers"), "{e}");
+        let c = Config::from_toml("[dns]\nmin_ttl_secs = 10\nmax_ttl_secs = 5\n").expect("parses");
+        assert_eq!(
+            c.validate().expect_err("min above max").key,
+            "dns.min_ttl_secs"
+        );
+        let c = Config::from_toml("[redis]\nurl = \"http://x\"\n").expect("parses");
+        assert_eq!(c.validate().expect_err("bad scheme").key, "redis.url");
+        let c = Config::from_toml("[geoip]\nattributes = [\"ptr\"]\n").expect("parses");
+        assert_eq!(
+            c.validate().expect_err("ptr is not geo").key,
+            "geoip.attributes"
+        );
+        let e = Config::from_toml("not toml [").expect_err("syntax");
+        assert_eq!(e.key, "file");
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = Config::from_toml(
+            r#"
+            [fields]
+            default = ["src", "dst"]
+            by_type.dns = ["id.orig_h", "answers"]
+            [output]
+            naming = "nested"
+            provenance = true
+            [geoip]
+            attributes = ["country", "location", "asn"]
+            skip_cidrs = ["192.0.2.0/24"]
+            [dns]
+            servers = ["127.0.0.1:5353"]
+            scope = "private"
+            [redis]
+            url = "redis://:secret@127.0.0.1:6379/0"
+            "#,
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.output.naming, Naming::Nested);
+        assert_eq!(c.fields.by_type["dns"], ["id.orig_h", "answers"]);
+        assert_eq!(c.dns.scope, Scope::Private);
+        let shown = c.to_masked_toml();
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains(":***@127.0.0.1"), "{shown}");
+    }
+
+    #[test]
+    fn masking() {
+        assert_eq!(mask_secrets("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(mask_secrets("redis://:p@h"), "redis://:***@h");
+        assert_eq!(mask_secrets("redis://tok@h"), "redis://***@h");
+        assert_eq!(mask_secrets("redis://h:1"), "redis://h:1");
+    }
+}

@@ -1,0 +1,675 @@
+//! The enrichment of one record: find its addresses, resolve each through
+//! L1 -> L2 -> lookups, splice the result into the original bytes.
+//!
+//! Two entry points share one path. [`Enricher::enrich_cached`] is
+//! synchronous and finishes a record when every address is already in L1 (the
+//! steady state); it allocates nothing once the caller's [`Scratch`] and
+//! output buffer have grown. [`Enricher::enrich`] is the general, async path:
+//! misses become one shared fill per address (concurrent misses for one
+//! address wait on the same fill), and the record waits for them at most
+//! `lookup_deadline`; after that it is written without the PTR, marked
+//! `timeout`, while the fill goes on and warms the cache.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::time::Instant;
+
+use crate::cache::{L2Read, RedisCache};
+use crate::dns::{Dns, PtrOutcome, TtlPolicy};
+use crate::geoip::{GeoIp, GeoStatus};
+use crate::ip::{Locality, Skip, canonical};
+use crate::metrics as m;
+use crate::output::{Attr, Fragment, FragmentBuilder, Naming, Splicer};
+use crate::record::json::{self, Limits};
+use crate::record::{FoundKind, RecordError, Scan, Wanted};
+use crate::stats::Stats;
+
+/// Which fields hold addresses, per log type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldMap {
+    /// The key naming a record's log type (Zeek's `_path`).
+    pub type_key: String,
+    /// Fields of records whose type has no entry in `by_type`.
+    pub default: Vec<String>,
+    /// Fields per log type; replaces `default` for that type.
+    pub by_type: BTreeMap<String, Vec<String>>,
+    /// Fields that hold a list of addresses, written as a list of objects.
+    pub arrays: Vec<String>,
+}
+
+impl Default for FieldMap {
+    fn default() -> Self {
+        Self {
+            type_key: "_path".into(),
+            default: ["id.orig_h", "id.resp_h", "srcip", "dstip"]
+                .map(String::from)
+                .to_vec(),
+            by_type: BTreeMap::new(),
+            arrays: vec!["answers".into()],
+        }
+    }
+}
+
+/// Everything the enrichment core needs to know, built from the config.
+#[derive(Debug, Clone)]
+pub struct EnrichOptions {
+    /// Which fields hold addresses.
+    pub fields: FieldMap,
+    /// Flat or nested member names.
+    pub naming: Naming,
+    /// Between field and attribute in flat naming (`id.resp_h` `_` `country`).
+    pub separator: String,
+    /// Appended to the field for nested objects and address lists.
+    pub nested_suffix: String,
+    /// Write provenance: the answering tier, the GeoIP build, why a value is missing.
+    pub provenance: bool,
+    /// The GeoIP attributes to write.
+    pub geo_attrs: Vec<Attr>,
+    /// Which addresses get GeoIP.
+    pub geo_scope: Locality,
+    /// Which addresses get a PTR lookup.
+    pub dns_scope: Locality,
+    /// Cache lifetime by DNS outcome.
+    pub ttl: TtlPolicy,
+    /// L1 bound in entries (when `l1_max_bytes` is 0).
+    pub l1_max_entries: u64,
+    /// L1 bound in bytes; 0 bounds by entries instead.
+    pub l1_max_bytes: u64,
+    /// Longest a record waits for its lookups.
+    pub lookup_deadline: Duration,
+    /// Record size and nesting limits.
+    pub limits: Limits,
+}
+
+impl Default for EnrichOptions {
+    fn default() -> Self {
+        Self {
+            fields: FieldMap::default(),
+            naming: Naming::Flat,
+            separator: "_".into(),
+            nested_suffix: "_enr".into(),
+            provenance: false,
+            geo_attrs: vec![Attr::Country, Attr::City, Attr::Asn, Attr::Org],
+            geo_scope: Locality::new(crate::ip::Scope::Public, Vec::new()),
+            dns_scope: Locality::default(),
+            ttl: TtlPolicy::default(),
+            l1_max_entries: 1_000_000,
+            l1_max_bytes: 0,
+            lookup_deadline: Duration::from_millis(1_500),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Where an address's PTR came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The in-process cache.
+    L1,
+    /// Redis.
+    L2,
+    /// An upstream query.
+    Dns,
+    /// No PTR lookup applies (DNS off or the address out of scope).
+    Local,
+}
+
+impl Tier {
+    /// The provenance label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Tier::L1 => "l1",
+            Tier::L2 => "l2",
+            Tier::Dns => "dns",
+            Tier::Local => "local",
+        }
+    }
+
+    fn json(self) -> &'static [u8] {
+        match self {
+            Tier::L1 => b"\"l1\"",
+            Tier::L2 => b"\"l2\"",
+            Tier::Dns => b"\"dns\"",
+            Tier::Local => b"\"local\"",
+        }
+    }
+}
+
+/// The PTR side of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PtrState {
+    Outcome(PtrOutcome),
+    Skipped(Skip),
+}
+
+/// One address's enrichment as cached in L1.
+#[derive(Debug)]
+struct Entry {
+    geo_gen: u64,
+    fragment: Fragment,
+    ptr: Option<PtrState>,
+    source: Tier,
+    expires: Instant,
+}
+
+type Fill = Shared<BoxFuture<'static, Arc<Entry>>>;
+
+/// Whether [`Enricher::enrich_cached`] finished the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// The enriched record is in the output buffer.
+    Done,
+    /// An address missed L1: call [`Enricher::enrich`].
+    Pending,
+}
+
+struct Unique {
+    ip: IpAddr,
+    entry: Option<Arc<Entry>>,
+    tier: Tier,
+}
+
+/// Per-task buffers, reused from record to record.
+#[derive(Default)]
+pub struct Scratch {
+    scan: Scan,
+    /// (field, index into `unique`) in document order.
+    hits: Vec<(u16, u16)>,
+    unique: Vec<Unique>,
+    text: String,
+    ip_text: Vec<String>,
+}
+
+/// The enrichment core. Shared by every task of a process.
+pub struct Enricher {
+    opts: EnrichOptions,
+    wanted: Wanted,
+    default_mask: u64,
+    type_masks: HashMap<Box<str>, u64>,
+    array_mask: u64,
+    splicer: Splicer,
+    geo: Arc<GeoIp>,
+    dns: Option<Arc<Dns>>,
+    l2: Option<RedisCache>,
+    l1: moka::sync::Cache<IpAddr, Arc<Entry>>,
+    inflight: Mutex<HashMap<IpAddr, Fill>>,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Enricher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enricher")
+            .field("fields", &self.wanted.paths())
+            .field("geo", &self.geo)
+            .field("dns", &self.dns)
+            .field("l2", &self.l2)
+            .finish_non_exhaustive()
+    }
+}
+
+/// At most this many distinct IP fields across all log types (a bit mask).
+pub const MAX_FIELDS: usize = 64;
+
+struct EntryExpiry;
+
+impl moka::Expiry<IpAddr, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _: &IpAddr,
+        value: &Arc<Entry>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.expires.saturating_duration_since(Instant::now()))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &IpAddr,
+        value: &Arc<Entry>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.expires.saturating_duration_since(Instant::now()))
+    }
+}
+
+impl Enricher {
+    /// Builds the core. `dns: None` turns PTR lookups off; `l2: None` runs
+    /// without Redis. Fails when more than [`MAX_FIELDS`] fields are named.
+    pub fn new(
+        opts: EnrichOptions,
+        geo: Arc<GeoIp>,
+        dns: Option<Arc<Dns>>,
+        l2: Option<RedisCache>,
+    ) -> Result<Arc<Self>, String> {
+        let mut paths: Vec<String> = Vec::new();
+        let mut add = |field: &String| {
+            if !paths.contains(field) {
+                paths.push(field.clone());
+            }
+        };
+        opts.fields.default.iter().for_each(&mut add);
+        opts.fields.by_type.values().flatten().for_each(&mut add);
+        if paths.len() > MAX_FIELDS {
+            return Err(format!(
+                "{} IP fields named; at most {MAX_FIELDS} are supported",
+                paths.len()
+            ));
+        }
+        let wanted = Wanted::new(&opts.fields.type_key, &paths);
+        let mask_of = |fields: &[String]| {
+            fields
+                .iter()
+                .filter_map(|f| wanted.index_of(f))
+                .fold(0u64, |mask, i| mask | (1 << i))
+        };
+        let default_mask = mask_of(&opts.fields.default);
+        let type_masks = opts
+            .fields
+            .by_type
+            .iter()
+            .map(|(t, fields)| (t.as_str().into(), mask_of(fields)))
+            .collect();
+        let array_mask = mask_of(&opts.fields.arrays);
+        let splicer = Splicer::new(
+            wanted.paths(),
+            opts.naming.clone(),
+            &opts.separator,
+            &opts.nested_suffix,
+        );
+        let l1 = if opts.l1_max_bytes > 0 {
+            moka::sync::Cache::builder()
+                .max_capacity(opts.l1_max_bytes)
+                .weigher(|_: &IpAddr, e: &Arc<Entry>| {
+                    u32::try_from(e.fragment.weight() + 96).unwrap_or(u32::MAX)
+                })
+                .expire_after(EntryExpiry)
+                .build()
+        } else {
+            moka::sync::Cache::builder()
+                .max_capacity(opts.l1_max_entries)
+                .expire_after(EntryExpiry)
+                .build()
+        };
+        Ok(Arc::new(Self {
+            opts,
+            wanted,
+            default_mask,
+            type_masks,
+            array_mask,
+            splicer,
+            geo,
+            dns,
+            l2,
+            l1,
+            inflight: Mutex::new(HashMap::new()),
+            stats: Arc::new(Stats::default()),
+        }))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// The GeoIP databases in use.
+    pub fn geoip(&self) -> &Arc<GeoIp> {
+        &self.geo
+    }
+
+    /// The DNS resolver, when PTR lookups are on.
+    pub fn dns(&self) -> Option<&Arc<Dns>> {
+        self.dns.as_ref()
+    }
+
+    /// Entries and weighted size of L1 (moka updates these lazily).
+    pub fn l1_size(&self) -> (u64, u64) {
+        self.l1.run_pending_tasks();
+        (self.l1.entry_count(), self.l1.weighted_size())
+    }
+
+    /// Enriches `input` into `out` (appended) if every address is in L1.
+    /// On `Pending`, `out` is unchanged and nothing was counted.
+    pub fn enrich_cached(
+        &self,
+        input: &[u8],
+        s: &mut Scratch,
+        out: &mut Vec<u8>,
+    ) -> Result<Ready, RecordError> {
+        self.collect(input, s)?;
+        let now = Instant::now();
+        let generation = self.geo.generation();
+        for i in 0..s.unique.len() {
+            let ip = s.unique[i].ip;
+            match self.l1_get(ip, now, generation) {
+                Some(entry) => {
+                    s.unique[i].entry = Some(entry);
+                    s.unique[i].tier = Tier::L1;
+                }
+                None => return Ok(Ready::Pending),
+            }
+        }
+        self.stats.l1_hits.add(s.unique.len() as u64);
+        self.write(input, s, out);
+        Ok(Ready::Done)
+    }
+
+    /// Enriches `input` into `out` (appended), looking up what L1 lacks.
+    /// Waits at most `lookup_deadline` for lookups.
+    pub async fn enrich(
+        self: &Arc<Self>,
+        input: &[u8],
+        s: &mut Scratch,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RecordError> {
+        self.collect(input, s)?;
+        let now = Instant::now();
+        let generation = self.geo.generation();
+        let mut fills = Vec::new();
+        for (i, unique) in s.unique.iter_mut().enumerate() {
+            match self.l1_get(unique.ip, now, generation) {
+                Some(entry) => {
+                    self.stats.l1_hits.inc();
+                    unique.entry = Some(entry);
+                    unique.tier = Tier::L1;
+                }
+                None => {
+                    self.stats.l1_misses.inc();
+                    fills.push((i, self.fill(unique.ip)));
+                }
+            }
+        }
+        if !fills.is_empty() {
+            let deadline = now + self.opts.lookup_deadline;
+            let waits = fills
+                .into_iter()
+                .map(|(i, fill)| async move { (i, tokio::time::timeout_at(deadline, fill).await) });
+            for (i, result) in futures::future::join_all(waits).await {
+                let unique = &mut s.unique[i];
+                let entry = match result {
+                    Ok(entry) => entry,
+                    Err(_) => {
+                        self.stats.deadline_hit.inc();
+                        self.entry_for(
+                            unique.ip,
+                            Some(PtrState::Outcome(PtrOutcome::Timeout)),
+                            Tier::Dns,
+                            now,
+                        )
+                    }
+                };
+                unique.tier = entry.source;
+                unique.entry = Some(entry);
+            }
+        }
+        self.write(input, s, out);
+        Ok(())
+    }
+
+    /// Scans the record and gathers its distinct addresses.
+    fn collect(&self, input: &[u8], s: &mut Scratch) -> Result<(), RecordError> {
+        s.hits.clear();
+        s.unique.clear();
+        json::scan(input, &self.wanted, &self.opts.limits, &mut s.scan)?;
+        let mask = match s.scan.log_type {
+            Some((start, end, escaped)) if !self.type_masks.is_empty() => {
+                let raw = input.get(start as usize..end as usize).unwrap_or_default();
+                let name = if escaped {
+                    json::unescape_into(raw, &mut s.text);
+                    Some(s.text.as_str())
+                } else {
+                    std::str::from_utf8(raw).ok()
+                };
+                name.and_then(|n| self.type_masks.get(n))
+                    .copied()
+                    .unwrap_or(self.default_mask)
+            }
+            _ => self.default_mask,
+        };
+        let mut seen = 0u64;
+        for found in &s.scan.found {
+            let bit = 1u64 << found.field;
+            if mask & bit == 0 || (seen & bit != 0 && self.array_mask & bit == 0) {
+                continue;
+            }
+            seen |= bit;
+            let FoundKind::Str {
+                start,
+                end,
+                escaped,
+            } = found.kind
+            else {
+                self.stats.not_an_address.inc();
+                continue;
+            };
+            let raw = input.get(start as usize..end as usize).unwrap_or_default();
+            let ip = if escaped {
+                json::unescape_into(raw, &mut s.text)
+                    .then(|| canonical(&s.text))
+                    .flatten()
+            } else {
+                std::str::from_utf8(raw).ok().and_then(canonical)
+            };
+            let Some(ip) = ip else {
+                self.stats.not_an_address.inc();
+                continue;
+            };
+            let index = match s.unique.iter().position(|u| u.ip == ip) {
+                Some(index) => index,
+                None => {
+                    s.unique.push(Unique {
+                        ip,
+                        entry: None,
+                        tier: Tier::L1,
+                    });
+                    s.unique.len() - 1
+                }
+            };
+            s.hits.push((found.field, index as u16));
+        }
+        Ok(())
+    }
+
+    fn write(&self, input: &[u8], s: &mut Scratch, out: &mut Vec<u8>) {
+        let empty = Fragment::default();
+        let mut splice = self.splicer.begin(input, s.scan.close, s.scan.members, out);
+        let mut arrays_seen = 0u64;
+        let provenance = self.opts.provenance;
+        for &(field, index) in &s.hits {
+            let bit = 1u64 << field;
+            if self.array_mask & bit != 0 {
+                arrays_seen |= bit;
+                continue;
+            }
+            let unique = &s.unique[index as usize];
+            let fragment = unique.entry.as_ref().map_or(&empty, |e| &e.fragment);
+            if provenance {
+                splice.field(
+                    field as usize,
+                    fragment,
+                    &[(Attr::Tier, unique.tier.json())],
+                );
+            } else {
+                splice.field(field as usize, fragment, &[]);
+            }
+        }
+        while arrays_seen != 0 {
+            let field = arrays_seen.trailing_zeros() as u16;
+            arrays_seen &= arrays_seen - 1;
+            let items: Vec<usize> = s
+                .hits
+                .iter()
+                .filter(|(f, _)| *f == field)
+                .map(|(_, i)| *i as usize)
+                .collect();
+            s.ip_text.clear();
+            s.ip_text
+                .extend(items.iter().map(|&i| s.unique[i].ip.to_string()));
+            let tiers: Vec<[(Attr, &[u8]); 1]> = items
+                .iter()
+                .map(|&i| [(Attr::Tier, s.unique[i].tier.json())])
+                .collect();
+            let iter = items.iter().enumerate().map(|(n, &i)| {
+                let unique = &s.unique[i];
+                let fragment = unique.entry.as_ref().map_or(&empty, |e| &e.fragment);
+                let extra: &[(Attr, &[u8])] = if provenance { &tiers[n] } else { &[] };
+                (s.ip_text[n].as_str(), fragment, extra)
+            });
+            splice.array(field as usize, iter);
+        }
+        splice.finish();
+        self.stats.enriched.inc();
+    }
+
+    fn l1_get(&self, ip: IpAddr, now: Instant, generation: u64) -> Option<Arc<Entry>> {
+        let entry = self.l1.get(&ip)?;
+        if entry.expires <= now {
+            return None;
+        }
+        if entry.geo_gen == generation {
+            return Some(entry);
+        }
+        // The GeoIP database was replaced: rebuild the GeoIP half, keep the PTR.
+        let fresh = Arc::new(Entry {
+            geo_gen: generation,
+            fragment: self.fragment(ip, entry.ptr.as_ref()),
+            ptr: entry.ptr.clone(),
+            source: entry.source,
+            expires: entry.expires,
+        });
+        self.l1.insert(ip, Arc::clone(&fresh));
+        Some(fresh)
+    }
+
+    /// The one fill in flight for `ip`, started if there is none.
+    fn fill(self: &Arc<Self>, ip: IpAddr) -> Fill {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fill) = inflight.get(&ip) {
+            return fill.clone();
+        }
+        // Spawned, so the lookup completes and warms the cache even when every
+        // record waiting for it has given up. The lock is held until the fill
+        // is registered, so the task cannot deregister it first.
+        let this = Arc::clone(self);
+        let task = tokio::spawn(async move { this.lookup(ip).await });
+        let this = Arc::clone(self);
+        let fill = async move {
+            match task.await {
+                Ok(entry) => entry,
+                Err(_) => {
+                    this.inflight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&ip);
+                    this.entry_for(
+                        ip,
+                        Some(PtrState::Outcome(PtrOutcome::Error)),
+                        Tier::Local,
+                        Instant::now(),
+                    )
+                }
+            }
+        }
+        .boxed()
+        .shared();
+        inflight.insert(ip, fill.clone());
+        fill
+    }
+
+    /// L2 then DNS for one address; caches the result in L1 (and L2).
+    async fn lookup(self: Arc<Self>, ip: IpAddr) -> Arc<Entry> {
+        let policy = &self.opts.ttl;
+        let (ptr, source, ttl) = match &self.dns {
+            None => (None, Tier::Local, policy.max),
+            Some(dns) => match self.opts.dns_scope.check(ip) {
+                Err(skip) => (Some(PtrState::Skipped(skip)), Tier::Local, policy.max),
+                Ok(()) => {
+                    let read = match &self.l2 {
+                        Some(l2) => l2.get(ip).await,
+                        None => L2Read::Unavailable,
+                    };
+                    match read {
+                        L2Read::Hit(outcome, remaining) => {
+                            self.stats.l2_hits.inc();
+                            (Some(PtrState::Outcome(outcome)), Tier::L2, remaining)
+                        }
+                        read => {
+                            if self.l2.is_some() {
+                                match read {
+                                    L2Read::Miss => self.stats.l2_misses.inc(),
+                                    _ => self.stats.l2_unavailable.inc(),
+                                }
+                            }
+                            let outcome = dns.lookup(ip).await;
+                            self.stats.dns(outcome.label()).inc();
+                            let ttl = policy.ttl(&outcome);
+                            if let Some(l2) = &self.l2 {
+                                l2.put(ip, outcome.clone(), ttl);
+                            }
+                            (Some(PtrState::Outcome(outcome)), Tier::Dns, ttl)
+                        }
+                    }
+                }
+            },
+        };
+        let now = Instant::now();
+        let entry = self.entry_for(ip, ptr, source, now + ttl);
+        if !ttl.is_zero() {
+            self.l1.insert(ip, Arc::clone(&entry));
+        }
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ip);
+        entry
+    }
+
+    fn entry_for(
+        &self,
+        ip: IpAddr,
+        ptr: Option<PtrState>,
+        source: Tier,
+        expires: Instant,
+    ) -> Arc<Entry> {
+        Arc::new(Entry {
+            geo_gen: self.geo.generation(),
+            fragment: self.fragment(ip, ptr.as_ref()),
+            ptr,
+            source,
+            expires,
+        })
+    }
+
+    fn fragment(&self, ip: IpAddr, ptr: Option<&PtrState>) -> Fragment {
+        let provenance = self.opts.provenance;
+        let mut b = FragmentBuilder::default();
+        match self.opts.geo_scope.check(ip) {
+            Err(skip) => {
+                if provenance && self.geo.is_configured() {
+                    b.str(Attr::GeoStatus, skip.label());
+                }
+            }
+            Ok(()) => {
+                let started = std::time::Instant::now();
+                let status = self.geo.lookup(ip, provenance, &mut b);
+                metrics::histogram!(m::LOOKUP_SECONDS, "kind" => "geoip")
+                    .record(started.elapsed().as_secs_f64());
+                if provenance && status != GeoStatus::Found {
+                    b.str(Attr::GeoStatus, status.label());
+                }
+            }
+        }
+        match ptr {
+            Some(PtrState::Outcome(PtrOutcome::Name { name, .. })) => b.str(Attr::Ptr, name),
+            Some(PtrState::Outcome(other)) if provenance => b.str(Attr::PtrStatus, other.label()),
+            Some(PtrState::Skipped(skip)) if provenance => b.str(Attr::PtrStatus, skip.label()),
+            _ => {}
+        }
+        b.build()
+    }
+}

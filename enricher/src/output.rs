@@ -1,0 +1,400 @@
+//! The enrichment as bytes: per-address fragments ready to splice, and the
+//! splicer that writes them into the original record before its closing brace.
+//!
+//! A [`Fragment`] holds the JSON-encoded values of one address's enrichment
+//! (country, org, PTR, provenance, ...) and is built once per cache fill. A
+//! record then costs only a few `extend_from_slice` calls per IP field: the
+//! member names depend on the field (`id.resp_h_country`), so the key prefix
+//! is precomputed per configured field and the values are shared.
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::json::write_str;
+
+/// One attribute an enrichment can carry. Its [`Attr::name`] is the suffix of
+/// the output member (`<field>_<name>` in flat naming).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attr {
+    /// ISO 3166-1 alpha-2 country code, from the City or Country database.
+    Country,
+    /// Country name in English.
+    CountryName,
+    /// Continent code (`EU`, `NA`, ...).
+    Continent,
+    /// City name in English.
+    City,
+    /// ISO code of the first subdivision (state, region).
+    Subdivision,
+    /// `{"lat":..,"lon":..}`, the shape Elasticsearch maps as a `geo_point`.
+    Location,
+    /// IANA time zone.
+    Timezone,
+    /// Postal code.
+    Postal,
+    /// Autonomous system number, from the ASN database.
+    Asn,
+    /// Autonomous system organisation.
+    Org,
+    /// Reverse DNS name (PTR), sanitised.
+    Ptr,
+    /// Provenance: why the GeoIP attributes are missing.
+    GeoStatus,
+    /// Provenance: build time of the GeoIP database that answered.
+    GeoBuild,
+    /// Provenance: why the PTR is missing.
+    PtrStatus,
+    /// Provenance: which tier answered the PTR (`l1`, `l2`, `dns`).
+    Tier,
+}
+
+impl Attr {
+    /// The member-name suffix written to output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attr::Country => "country",
+            Attr::CountryName => "country_name",
+            Attr::Continent => "continent",
+            Attr::City => "city",
+            Attr::Subdivision => "subdivision",
+            Attr::Location => "location",
+            Attr::Timezone => "timezone",
+            Attr::Postal => "postal",
+            Attr::Asn => "asn",
+            Attr::Org => "org",
+            Attr::Ptr => "ptr",
+            Attr::GeoStatus => "geo_status",
+            Attr::GeoBuild => "geo_build",
+            Attr::PtrStatus => "ptr_status",
+            Attr::Tier => "tier",
+        }
+    }
+}
+
+/// The JSON-encoded enrichment of one address: a list of attributes with
+/// their values, stored contiguously.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fragment {
+    buf: Box<[u8]>,
+    members: Box<[(Attr, u32, u32)]>,
+}
+
+impl Fragment {
+    /// True when the fragment carries no attribute.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The attributes and their JSON values, in insertion order.
+    pub fn members(&self) -> impl Iterator<Item = (Attr, &[u8])> {
+        self.members.iter().map(|&(attr, start, end)| {
+            (
+                attr,
+                self.buf
+                    .get(start as usize..end as usize)
+                    .unwrap_or_default(),
+            )
+        })
+    }
+
+    /// The JSON value of one attribute, if present.
+    pub fn get(&self, attr: Attr) -> Option<&[u8]> {
+        self.members().find(|(a, _)| *a == attr).map(|(_, v)| v)
+    }
+
+    /// Bytes held, for the cache's byte bound.
+    pub fn weight(&self) -> usize {
+        self.buf.len() + self.members.len() * std::mem::size_of::<(Attr, u32, u32)>()
+    }
+}
+
+/// Builds a [`Fragment`] one attribute at a time.
+#[derive(Debug, Default)]
+pub struct FragmentBuilder {
+    buf: Vec<u8>,
+    members: Vec<(Attr, u32, u32)>,
+}
+
+impl FragmentBuilder {
+    /// Adds a string attribute, JSON-escaped.
+    pub fn str(&mut self, attr: Attr, value: &str) {
+        let start = self.buf.len();
+        write_str(&mut self.buf, value);
+        self.push(attr, start);
+    }
+
+    /// Adds an unsigned number attribute.
+    pub fn uint(&mut self, attr: Attr, value: u64) {
+        let start = self.buf.len();
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self.push(attr, start);
+    }
+
+    /// Adds a location as `{"lat":..,"lon":..}`; non-finite values are dropped.
+    pub fn location(&mut self, lat: f64, lon: f64) {
+        if !lat.is_finite() || !lon.is_finite() {
+            return;
+        }
+        let start = self.buf.len();
+        let mut fmt = ryu::Buffer::new();
+        self.buf.extend_from_slice(b"{\"lat\":");
+        self.buf
+            .extend_from_slice(fmt.format_finite(lat).as_bytes());
+        self.buf.extend_from_slice(b",\"lon\":");
+        self.buf
+            .extend_from_slice(fmt.format_finite(lon).as_bytes());
+        self.buf.push(b'}');
+        self.push(Attr::Location, start);
+    }
+
+    /// Appends every member of an existing fragment.
+    pub fn extend(&mut self, other: &Fragment) {
+        for (attr, value) in other.members() {
+            let start = self.buf.len();
+            self.buf.extend_from_slice(value);
+            self.push(attr, start);
+        }
+    }
+
+    fn push(&mut self, attr: Attr, start: usize) {
+        // Fragments are a few hundred bytes; u32 offsets cannot overflow.
+        self.members
+            .push((attr, start as u32, self.buf.len() as u32));
+    }
+
+    /// Finishes the fragment, leaving the builder empty for reuse.
+    pub fn build(&mut self) -> Fragment {
+        let fragment = Fragment {
+            buf: self.buf.as_slice().into(),
+            members: self.members.as_slice().into(),
+        };
+        self.buf.clear();
+        self.members.clear();
+        fragment
+    }
+}
+
+/// How enrichment members are named in output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Naming {
+    /// `"<field><separator><attr>": value` as top-level members
+    /// (`"id.resp_h_country":"US"`), the shape most dashboards expect.
+    Flat,
+    /// One object per address: `"<field><suffix>": {"country":"US", ...}`.
+    Nested,
+}
+
+/// Writes enrichment into records. Built once from the configured fields.
+#[derive(Debug, Clone)]
+pub struct Splicer {
+    naming: Naming,
+    /// Per configured field: `"<field><sep>` (flat) or `"<field><suffix>":{`
+    /// (nested), JSON-escaped, opening quote included.
+    prefixes: Vec<Vec<u8>>,
+    /// Per configured field: `"<field><suffix>":[`, for fields that hold a
+    /// list of addresses (DNS `answers`), written as one object per address.
+    array_prefixes: Vec<Vec<u8>>,
+}
+
+impl Splicer {
+    /// Precomputes the member-name prefix of each field.
+    pub fn new(
+        fields: &[impl AsRef<str>],
+        naming: Naming,
+        separator: &str,
+        nested_suffix: &str,
+    ) -> Self {
+        let key = |field: &str, suffix: &str, open: &[u8]| {
+            let mut key = Vec::new();
+            write_str(&mut key, &format!("{field}{suffix}"));
+            if open.is_empty() {
+                key.pop(); // the closing quote comes after the attribute name
+            } else {
+                key.push(b':');
+                key.extend_from_slice(open);
+            }
+            key
+        };
+        let prefixes = fields
+            .iter()
+            .map(|field| match naming {
+                Naming::Flat => key(field.as_ref(), separator, b""),
+                Naming::Nested => key(field.as_ref(), nested_suffix, b"{"),
+            })
+            .collect();
+        let array_prefixes = fields
+            .iter()
+            .map(|f| key(f.as_ref(), nested_suffix, b"["))
+            .collect();
+        Self {
+            naming,
+            prefixes,
+            array_prefixes,
+        }
+    }
+
+    /// Starts the output of one record: copies `record[..close]` (everything
+    /// before the closing brace) and remembers whether a comma is needed.
+    pub fn begin<'o>(
+        &self,
+        record: &[u8],
+        close: usize,
+        members: usize,
+        out: &'o mut Vec<u8>,
+    ) -> Splice<'o, '_> {
+        out.extend_from_slice(record.get(..close).unwrap_or(record));
+        Splice {
+            splicer: self,
+            out,
+            need_comma: members > 0,
+        }
+    }
+}
+
+/// One record being spliced; see [`Splicer::begin`].
+pub struct Splice<'o, 's> {
+    splicer: &'s Splicer,
+    out: &'o mut Vec<u8>,
+    need_comma: bool,
+}
+
+impl Splice<'_, '_> {
+    /// Writes the enrichment of one field: the shared fragment plus members
+    /// that vary per record (the answering tier).
+    pub fn field(&mut self, field: usize, fragment: &Fragment, extra: &[(Attr, &[u8])]) {
+        if fragment.is_empty() && extra.is_empty() {
+            return;
+        }
+        let Some(prefix) = self.splicer.prefixes.get(field) else {
+            return;
+        };
+        let members = fragment.members().chain(extra.iter().copied());
+        match self.splicer.naming {
+            Naming::Flat => {
+                for (attr, value) in members {
+                    if self.need_comma {
+                        self.out.push(b',');
+                    }
+                    self.need_comma = true;
+                    self.out.extend_from_slice(prefix);
+                    self.out.extend_from_slice(attr.name().as_bytes());
+                    self.out.extend_from_slice(b"\":");
+                    self.out.extend_from_slice(value);
+                }
+            }
+            Naming::Nested => {
+                if self.need_comma {
+                    self.out.push(b',');
+                }
+                self.need_comma = true;
+                self.out.extend_from_slice(prefix);
+                for (i, (attr, value)) in members.enumerate() {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
+                    self.out.push(b'"');
+                    self.out.extend_from_slice(attr.name().as_bytes());
+                    self.out.extend_from_slice(b"\":");
+                    self.out.extend_from_slice(value);
+                }
+                self.out.push(b'}');
+            }
+        }
+    }
+
+    /// Writes the enrichment of a field holding several addresses as
+    /// `"<field><suffix>":[{"ip":"..",<attrs>},...]`.
+    pub fn array<'f>(
+        &mut self,
+        field: usize,
+        items: impl Iterator<Item = (&'f str, &'f Fragment, &'f [(Attr, &'f [u8])])>,
+    ) {
+        let Some(prefix) = self.splicer.array_prefixes.get(field) else {
+            return;
+        };
+        if self.need_comma {
+            self.out.push(b',');
+        }
+        self.need_comma = true;
+        self.out.extend_from_slice(prefix);
+        for (i, (ip, fragment, extra)) in items.enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            self.out.extend_from_slice(b"{\"ip\":");
+            write_str(self.out, ip);
+            for (attr, value) in fragment.members().chain(extra.iter().copied()) {
+                self.out.extend_from_slice(b",\"");
+                self.out.extend_from_slice(attr.name().as_bytes());
+                self.out.extend_from_slice(b"\":");
+                self.out.extend_from_slice(value);
+            }
+            self.out.push(b'}');
+        }
+        self.out.push(b']');
+    }
+
+    /// Closes the record and ends the line.
+    pub fn finish(self) {
+        self.out.extend_from_slice(b"}\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fragment() -> Fragment {
+        let mut b = FragmentBuilder::default();
+        b.str(Attr::Country, "GB");
+        b.uint(Attr::Asn, 1221);
+        b.str(Attr::Org, "Example \"Quoted\" Org");
+        b.build()
+    }
+
+    #[test]
+    fn flat_splice_keeps_the_original_bytes() {
+        let record = br#"{"id.orig_h":"10.0.0.1",  "id.resp_h":"81.2.69.142"}"#;
+        let splicer = Splicer::new(&["id.orig_h", "id.resp_h"], Naming::Flat, "_", "_enr");
+        let mut out = Vec::new();
+        let mut s = splicer.begin(record, record.len() - 1, 2, &mut out);
+        s.field(1, &fragment(), &[(Attr::Tier, b"\"l1\"")]);
+        s.finish();
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.starts_with(r#"{"id.orig_h":"10.0.0.1",  "id.resp_h":"81.2.69.142","#));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(v["id.resp_h_country"], "GB");
+        assert_eq!(v["id.resp_h_asn"], 1221);
+        assert_eq!(v["id.resp_h_org"], "Example \"Quoted\" Org");
+        assert_eq!(v["id.resp_h_tier"], "l1");
+    }
+
+    #[test]
+    fn nested_splice_and_empty_object() {
+        let record = b"{ }";
+        let splicer = Splicer::new(&["src\"ip"], Naming::Nested, "_", "_enr");
+        let mut out = Vec::new();
+        let mut s = splicer.begin(record, 2, 0, &mut out);
+        s.field(0, &fragment(), &[]);
+        s.field(0, &Fragment::default(), &[]);
+        s.finish();
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["src\"ip_enr"]["country"], "GB");
+        assert_eq!(v["src\"ip_enr"]["asn"], 1221);
+    }
+
+    #[test]
+    fn location_is_a_geo_point() {
+        let mut b = FragmentBuilder::default();
+        b.location(51.5142, -0.0931);
+        b.location(f64::NAN, 1.0);
+        let f = b.build();
+        assert_eq!(
+            f.get(Attr::Location),
+            Some(&b"{\"lat\":51.5142,\"lon\":-0.0931}"[..])
+        );
+        assert_eq!(f.members().count(), 1);
+    }
+}
