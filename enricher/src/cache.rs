@@ -144,10 +144,8 @@ impl RedisCache {
 
     /// Reads one address's outcome; joins the next batch.
     pub async fn get(&self, ip: IpAddr) -> L2Read {
-        if self.state() == CircuitState::Open {
-            // The batcher decides when to try again; don't even queue.
-            return L2Read::Unavailable;
-        }
+        // Queued even while the circuit is open: the batcher answers at once
+        // without touching the network, and decides when to try again.
         let (reply, rx) = oneshot::channel();
         if self.gets.try_send(GetReq { ip, reply }).is_err() {
             return L2Read::Unavailable;
@@ -159,10 +157,10 @@ impl RedisCache {
         }
     }
 
-    /// Queues a write; drops it when the queue is full or the circuit open
-    /// (a lost cache write costs one extra lookup later, nothing more).
+    /// Queues a write; drops it when the queue is full (a lost cache write
+    /// costs one extra lookup later, nothing more).
     pub fn put(&self, ip: IpAddr, outcome: PtrOutcome, ttl: Duration) {
-        if !outcome.shareable() || ttl.is_zero() || self.state() == CircuitState::Open {
+        if !outcome.shareable() || ttl.is_zero() {
             return;
         }
         let _ = self.sets.try_send(SetReq { ip, outcome, ttl });

@@ -1,0 +1,131 @@
+//! GeoIP from written databases, and hot reload.
+
+use std::time::Duration;
+
+use test_support::mmdb::{self, CityRecord};
+
+use super::*;
+
+#[tokio::test]
+async fn enriches_flat_fields_and_skips_private_addresses() {
+    let dbs = write_dbs();
+    let core = build(&config(&dbs, None, None));
+    let v = enrich(&core.enricher, &conn("10.1.2.3", "89.160.20.112")).await;
+    assert_eq!(v["id.resp_h_country"], "SE");
+    assert_eq!(v["id.resp_h_city"], "Linköping");
+    assert_eq!(v["id.resp_h_asn"], 29518);
+    assert_eq!(v["id.resp_h_org"], "Bredband2 AB");
+    assert_eq!(v["id.resp_h_geo_build"], "2023-11-14T22:13:20Z");
+    assert!(v.get("id.orig_h_country").is_none());
+    assert_eq!(v["id.orig_h_geo_status"], "skipped_private");
+    // A public address the database does not know.
+    let v = enrich(&core.enricher, &conn("10.1.2.3", "198.51.100.7")).await;
+    assert_eq!(v["id.resp_h_geo_status"], "no_record");
+    // JSON escaping of database strings.
+    let v = enrich(&core.enricher, &conn("10.1.2.3", "203.0.113.9")).await;
+    assert_eq!(v["id.resp_h_org"], "Example \"Quoted\" Org");
+}
+
+#[tokio::test]
+async fn a_corrupt_database_at_start_is_a_config_error() {
+    let dbs = write_dbs();
+    for bad in [
+        mmdb::garbage(4096),
+        mmdb::truncated(&std::fs::read(&dbs.city).unwrap()),
+        mmdb::corrupt_metadata(&std::fs::read(&dbs.city).unwrap()),
+        mmdb::corrupt_data(&std::fs::read(&dbs.city).unwrap()),
+    ] {
+        mmdb::write_atomically(&dbs.city, &bad).unwrap();
+        let err = worker::build(&config(&dbs, None, None)).unwrap_err();
+        assert_eq!(err.key, "geoip.city", "{err}");
+        assert!(!err.to_string().contains('\n'));
+    }
+    // An ASN file where the City one belongs.
+    std::fs::copy(&dbs.asn, &dbs.city).unwrap();
+    let err = worker::build(&config(&dbs, None, None)).unwrap_err();
+    assert!(err.problem.contains("type"), "{err}");
+}
+
+#[tokio::test]
+async fn a_corrupt_replacement_is_rejected_and_the_old_database_keeps_serving() {
+    let dbs = write_dbs();
+    let core = build(&config(&dbs, None, None));
+    let geo = core.enricher.geoip().clone();
+    let record = conn("10.0.0.1", "81.2.69.142");
+    assert_eq!(
+        enrich(&core.enricher, &record).await["id.resp_h_country"],
+        "GB"
+    );
+    let good = std::fs::read(&dbs.city).unwrap();
+    for bad in [
+        mmdb::truncated(&good),
+        mmdb::garbage(100),
+        mmdb::corrupt_data(&good),
+    ] {
+        mmdb::write_atomically(&dbs.city, &bad).unwrap();
+        assert_eq!(geo.reload_changed(), 0);
+        assert_eq!(
+            enrich(&core.enricher, &record).await["id.resp_h_country"],
+            "GB"
+        );
+    }
+    // A good replacement is swapped in, and cached entries are rebuilt from it.
+    let generation = geo.generation();
+    let moved = vec![(
+        "81.2.69.0/24".parse().unwrap(),
+        CityRecord::new("FR", "France", Some("Paris")),
+    )];
+    mmdb::write_atomically(
+        &dbs.city,
+        &mmdb::city_db_bytes(&moved, BUILD_EPOCH + 86_400),
+    )
+    .unwrap();
+    assert_eq!(geo.reload_changed(), 1);
+    assert!(geo.generation() > generation);
+    let v = enrich(&core.enricher, &record).await;
+    assert_eq!(v["id.resp_h_country"], "FR");
+    assert_eq!(v["id.resp_h_city"], "Paris");
+    assert_eq!(v["id.resp_h_geo_build"], "2023-11-15T22:13:20Z");
+}
+
+#[tokio::test]
+async fn the_watcher_swaps_a_replaced_file_while_lookups_continue() {
+    let dbs = write_dbs();
+    let mut c = config(&dbs, None, None);
+    c.geoip.reload_interval_ms = 20;
+    let core = build(&c);
+    let geo = core.enricher.geoip().clone();
+    let generation = geo.generation();
+    let enricher = core.enricher.clone();
+    let lookups = tokio::spawn(async move {
+        let mut countries = std::collections::BTreeSet::new();
+        for _ in 0..2_000 {
+            let v = enrich(&enricher, &conn("10.0.0.1", "81.2.69.142")).await;
+            countries.insert(v["id.resp_h_country"].as_str().unwrap().to_string());
+            tokio::task::yield_now().await;
+        }
+        countries
+    });
+    let moved = vec![(
+        "81.2.69.0/24".parse().unwrap(),
+        CityRecord::new("DE", "Germany", None),
+    )];
+    mmdb::write_atomically(&dbs.city, &mmdb::city_db_bytes(&moved, BUILD_EPOCH + 1)).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while geo.generation() == generation {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watcher never reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let countries = lookups.await.unwrap();
+    assert!(
+        countries.iter().all(|c| c == "GB" || c == "DE"),
+        "{countries:?}"
+    );
+    assert_eq!(
+        enrich(&core.enricher, &conn("10.0.0.1", "81.2.69.142")).await["id.resp_h_country"],
+        "DE"
+    );
+}
