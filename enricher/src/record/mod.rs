@@ -95,13 +95,46 @@ impl RecordError {
 pub struct Wanted {
     paths: Vec<String>,
     type_key: String,
-    /// First bytes of every path, and
-    first: [bool; 256],
-    /// the lengths a matching name can have (bit `n` for length `n`, bit 63
-    /// for any length from 63 up): a path's own length, or the offset of one
-    /// of its dots. Together they reject almost every key of a record with
-    /// two lookups instead of a comparison against every path.
-    lengths: u64,
+    /// Rejects almost every top-level key that is neither a path, nor a
+    /// dotted prefix of one, nor the type key.
+    filter: Filter,
+}
+
+/// A quick test on a name's length, first byte and last byte, so most keys
+/// of a record cost one lookup instead of comparisons against every path.
+///
+/// A 256-bit set of hashes of those three: a name whose hash is not in it is
+/// none of the names added; one whose hash is in it needs a full comparison.
+#[derive(Debug, Clone)]
+struct Filter {
+    bits: [u64; 4],
+}
+
+impl Filter {
+    #[inline(always)]
+    fn slot(name: &[u8]) -> Option<usize> {
+        let (&first, &last) = (name.first()?, name.last()?);
+        let h = usize::from(first).wrapping_mul(0x9E37)
+            ^ usize::from(last).wrapping_mul(0x85EB)
+            ^ name.len().wrapping_mul(0xC2B3);
+        Some((h ^ (h >> 8)) & 0xff)
+    }
+
+    fn add(&mut self, name: &[u8]) {
+        if let Some(slot) = Self::slot(name) {
+            self.bits[slot / 64] |= 1 << (slot % 64);
+        }
+    }
+
+    /// False only when `name` is none of the names added.
+    #[inline(always)]
+    fn may_match(&self, name: &[u8]) -> bool {
+        match Self::slot(name) {
+            Some(slot) => self.bits[slot / 64] & (1 << (slot % 64)) != 0,
+            // The empty name: rare enough to leave to a full comparison.
+            None => true,
+        }
+    }
 }
 
 impl Wanted {
@@ -121,25 +154,21 @@ impl Wanted {
                 kept.push(path.to_owned());
             }
         }
-        let mut first = [false; 256];
-        let mut lengths = 0;
+        let mut filter = Filter { bits: [0; 4] };
+        filter.add(type_key.as_bytes());
         for path in &kept {
             let path = path.as_bytes();
-            if let Some(&b) = path.first() {
-                first[usize::from(b)] = true;
-            }
-            lengths |= length_bit(path.len());
+            filter.add(path);
             for (at, &c) in path.iter().enumerate() {
                 if c == b'.' {
-                    lengths |= length_bit(at);
+                    filter.add(path.get(..at).unwrap_or_default());
                 }
             }
         }
         Self {
             paths: kept,
             type_key: type_key.to_owned(),
-            first,
-            lengths,
+            filter,
         }
     }
 
@@ -158,32 +187,22 @@ impl Wanted {
         &self.type_key
     }
 
+    /// Whether a top-level key named `name` may be wanted: false for most
+    /// keys, which then need no further look.
+    #[inline(always)]
+    fn may_match_top(&self, name: &[u8]) -> bool {
+        self.filter.may_match(name)
+    }
+
     /// Whether `name` is the type key.
-    #[inline]
     fn is_type_key(&self, name: &[u8]) -> bool {
-        let key = self.type_key.as_bytes();
-        // Comparing the first byte inline spares most keys a call to memcmp.
-        name.len() == key.len() && name.first() == key.first() && name == key
+        name == self.type_key.as_bytes()
     }
 
     /// Classifies the full dotted name of a value: the path it equals, and
     /// whether some longer path continues it with a '.', which makes an
     /// object value worth descending into.
-    #[inline]
     fn classify(&self, name: &[u8]) -> (Option<u16>, bool) {
-        if self.lengths & length_bit(name.len()) == 0 {
-            return (None, false);
-        }
-        if let Some(&b) = name.first()
-            && !self.first[usize::from(b)]
-        {
-            return (None, false);
-        }
-        self.compare(name)
-    }
-
-    /// [`Wanted::classify`] past its filters: compares against every path.
-    fn compare(&self, name: &[u8]) -> (Option<u16>, bool) {
         let mut exact = None;
         let mut descend = false;
         for (i, path) in self.paths.iter().enumerate() {
@@ -199,11 +218,6 @@ impl Wanted {
         }
         (exact, descend)
     }
-}
-
-/// The bit standing for names of length `len` in [`Wanted::lengths`].
-fn length_bit(len: usize) -> u64 {
-    1 << len.min(63)
 }
 
 /// Where one value of a wanted field sits in the input.

@@ -356,3 +356,330 @@ fn write_lossy(out: &mut Vec<u8>, bytes: &[u8]) {
     }
     out.push(b'"');
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::record::json::{Limits, scan, unescape_into};
+    use crate::record::{FoundKind, Scan, Wanted};
+
+    const HEADER: &[&str] = &[
+        "#separator \\x09",
+        "#set_separator\t,",
+        "#empty_field\t(empty)",
+        "#unset_field\t-",
+        "#path\tdns",
+        "#open\t2024-01-01-00-00-00",
+        "#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\trtt\tquery\tAA\tanswers\tTTLs",
+        "#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tinterval\tstring\tbool\tvector[string]\tvector[interval]",
+    ];
+
+    const ROW: &str = "1700000000.123456\tCabc\t10.0.0.1\t5353\t10.0.0.53\t53\tudp\t0.000870\texample.org\tF\thost.example.org,192.0.2.7\t60.000000,300.000000";
+
+    fn reader() -> TsvReader {
+        let mut reader = TsvReader::new();
+        let mut out = Vec::new();
+        for line in HEADER {
+            assert_eq!(reader.line(line.as_bytes(), &mut out), Ok(TsvLine::Header));
+        }
+        reader
+    }
+
+    fn row(reader: &mut TsvReader, line: &str) -> Value {
+        let mut out = b"stale".to_vec();
+        assert_eq!(reader.line(line.as_bytes(), &mut out), Ok(TsvLine::Row));
+        serde_json::from_slice(&out).expect("valid JSON")
+    }
+
+    fn raw_row(reader: &mut TsvReader, line: &[u8]) -> String {
+        let mut out = Vec::new();
+        assert_eq!(reader.line(line, &mut out), Ok(TsvLine::Row));
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn header_and_row_give_zeek_json() {
+        let mut reader = reader();
+        assert!(reader.has_header());
+        assert_eq!(
+            raw_row(&mut reader, ROW.as_bytes()),
+            concat!(
+                r#"{"_path":"dns","ts":1700000000.123456,"uid":"Cabc","id.orig_h":"10.0.0.1","#,
+                r#""id.orig_p":5353,"id.resp_h":"10.0.0.53","id.resp_p":53,"proto":"udp","#,
+                r#""rtt":0.000870,"query":"example.org","AA":false,"#,
+                r#""answers":["host.example.org","192.0.2.7"],"TTLs":[60.000000,300.000000]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn types_are_converted() {
+        let mut reader = TsvReader::with_fields(
+            &[
+                "t", "i", "d", "c", "n", "p", "b1", "b2", "b3", "a", "s", "e", "x", "bad",
+            ],
+            Some(&[
+                "time",
+                "interval",
+                "double",
+                "count",
+                "int",
+                "port",
+                "bool",
+                "bool",
+                "bool",
+                "addr",
+                "subnet",
+                "enum",
+                "weird[type]",
+                "double",
+            ]),
+            None,
+        );
+        let line = "1.5\t-0.25\t1e3\t7\t-3\t80\tT\tF\tX\t::1\t10.0.0.0/8\tTCP\tzz\tinf";
+        assert_eq!(
+            row(&mut reader, line),
+            json!({"t":1.5,"i":-0.25,"d":1e3,"c":7,"n":-3,"p":80,"b1":true,"b2":false,"b3":"X",
+                   "a":"::1","s":"10.0.0.0/8","e":"TCP","x":"zz","bad":"inf"})
+        );
+        // Text that is not a valid JSON number stays a string rather than
+        // breaking the output.
+        let mut reader = TsvReader::with_fields(&["c", "d"], Some(&["count", "double"]), None);
+        assert_eq!(raw_row(&mut reader, b"01\t1."), r#"{"c":"01","d":"1."}"#);
+    }
+
+    #[test]
+    fn sets_and_vectors_become_arrays() {
+        let mut reader = TsvReader::with_fields(
+            &["s", "v", "n", "e", "u", "b"],
+            Some(&[
+                "set[string]",
+                "vector[addr]",
+                "vector[count]",
+                "set[enum]",
+                "vector[string]",
+                "vector[bool]",
+            ]),
+            None,
+        );
+        assert_eq!(
+            row(
+                &mut reader,
+                "a,b\t10.0.0.1\t1,2,x\t(empty)\tx,-,(empty)\tT,F"
+            ),
+            json!({"s":["a","b"],"v":["10.0.0.1"],"n":[1,2,"x"],"e":[],"u":["x",null,""],"b":[true,false]})
+        );
+    }
+
+    #[test]
+    fn empty_and_unset_fields() {
+        let mut reader =
+            TsvReader::with_fields(&["a", "b", "c"], Some(&["string", "count", "string"]), None);
+        assert_eq!(raw_row(&mut reader, b"(empty)\t-\t-"), r#"{"a":""}"#);
+        assert_eq!(raw_row(&mut reader, b"-\t-\t-"), "{}");
+        assert_eq!(raw_row(&mut reader, b"-\t1\t-"), r#"{"b":1}"#);
+        // Custom markers from the header.
+        let mut out = Vec::new();
+        for line in ["#unset_field\tNONE", "#empty_field\tEMPTY"] {
+            assert_eq!(reader.line(line.as_bytes(), &mut out), Ok(TsvLine::Header));
+        }
+        assert_eq!(
+            raw_row(&mut reader, b"-\tNONE\tEMPTY"),
+            r#"{"a":"-","c":""}"#
+        );
+    }
+
+    #[test]
+    fn zeek_escapes_are_decoded() {
+        let mut reader = TsvReader::with_fields(&["a", "b", "c", "d"], None, None);
+        assert_eq!(
+            row(
+                &mut reader,
+                "x\\x09y\\x2c\tq\"\\\\x\\x5c\t\\xff\\xfe!\t\\x4"
+            ),
+            json!({"a":"x\ty,","b":"q\"\\\\x\\","c":"\u{fffd}\u{fffd}!","d":"\\x4"})
+        );
+        // Raw invalid UTF-8 is replaced too, so the output is always JSON.
+        assert_eq!(
+            raw_row(&mut reader, b"\xc3\t\xe2\x82\xac\t\x01\t\x7f"),
+            "{\"a\":\"\u{fffd}\",\"b\":\"\u{20ac}\",\"c\":\"\\u0001\",\"d\":\"\x7f\"}"
+        );
+    }
+
+    #[test]
+    fn header_may_change_mid_stream() {
+        let mut reader = reader();
+        assert_eq!(row(&mut reader, ROW)["_path"], "dns");
+        let mut out = Vec::new();
+        for line in [
+            "#close\t2024-01-01-01-00-00",
+            "#separator \\x7c",
+            "#set_separator|;",
+            "#path|conn",
+            "#fields|id.orig_h|id.resp_h|service|orig_bytes",
+            "#types|addr|addr|set[string]|count",
+        ] {
+            assert_eq!(reader.line(line.as_bytes(), &mut out), Ok(TsvLine::Header));
+        }
+        assert_eq!(
+            row(&mut reader, "10.0.0.2|10.0.0.3|dns;http|42"),
+            json!({"_path":"conn","id.orig_h":"10.0.0.2","id.resp_h":"10.0.0.3","service":["dns","http"],"orig_bytes":42})
+        );
+        // A new #fields without #types: every column is a string.
+        reader.line(b"#fields|a|b", &mut out).expect("header");
+        assert_eq!(
+            raw_row(&mut reader, b"1|2"),
+            r#"{"_path":"conn","a":"1","b":"2"}"#
+        );
+    }
+
+    #[test]
+    fn a_new_separator_line_starts_a_new_header() {
+        let mut reader = reader();
+        let mut out = Vec::new();
+        reader.line(b"#separator \\x09", &mut out).expect("header");
+        assert!(!reader.has_header());
+        assert_eq!(
+            reader.line(ROW.as_bytes(), &mut out),
+            Err(RecordError::TsvNoHeader)
+        );
+    }
+
+    #[test]
+    fn column_count_must_match() {
+        let mut reader = reader();
+        let mut out = Vec::new();
+        assert_eq!(
+            reader.line(b"1\t2\t3", &mut out),
+            Err(RecordError::TsvColumns {
+                expected: 12,
+                found: 3
+            })
+        );
+        let long = format!("{ROW}\textra");
+        assert_eq!(
+            reader.line(long.as_bytes(), &mut out),
+            Err(RecordError::TsvColumns {
+                expected: 12,
+                found: 13
+            })
+        );
+    }
+
+    #[test]
+    fn rows_need_a_header_and_a_line() {
+        let mut reader = TsvReader::new();
+        let mut out = Vec::new();
+        assert!(!reader.has_header());
+        assert_eq!(
+            reader.line(b"1\t2", &mut out),
+            Err(RecordError::TsvNoHeader)
+        );
+        assert_eq!(reader.line(b"", &mut out), Err(RecordError::Empty));
+        assert_eq!(reader.line(b"\r", &mut out), Err(RecordError::Empty));
+        assert_eq!(reader.line(b"#open\tx", &mut out), Ok(TsvLine::Header));
+        assert!(!reader.has_header());
+    }
+
+    #[test]
+    fn trailing_carriage_return_is_tolerated() {
+        let mut reader = reader();
+        let line = format!("{ROW}\r");
+        assert_eq!(row(&mut reader, &line)["TTLs"], json!([60.0, 300.0]));
+        let mut out = Vec::new();
+        reader.line(b"#path\tssl\r", &mut out).expect("header");
+        assert_eq!(row(&mut reader, ROW)["_path"], "ssl");
+    }
+
+    #[test]
+    fn with_fields_sets_a_bare_header() {
+        let mut reader = TsvReader::with_fields(
+            &["ts", "id.orig_h", "n"],
+            Some(&["time", "addr"]),
+            Some("conn"),
+        );
+        assert!(reader.has_header());
+        assert_eq!(
+            raw_row(&mut reader, b"1.0\t10.0.0.1\t5"),
+            r#"{"_path":"conn","ts":1.0,"id.orig_h":"10.0.0.1","n":"5"}"#
+        );
+        let mut reader = TsvReader::with_fields(&["a\"b"], None, None);
+        assert_eq!(raw_row(&mut reader, b"x"), r#"{"a\"b":"x"}"#);
+    }
+
+    /// The string values of the IP fields a scan finds, as text.
+    fn ips(record: &[u8]) -> (Option<String>, Vec<(String, String)>) {
+        let wanted = Wanted::new("_path", &["id.orig_h", "id.resp_h", "answers"]);
+        let mut out = Scan::default();
+        scan(record, &wanted, &Limits::default(), &mut out).expect("scan");
+        let text = |start: u32, end: u32| {
+            let mut s = String::new();
+            assert!(unescape_into(&record[start as usize..end as usize], &mut s));
+            s
+        };
+        let found = out
+            .found
+            .iter()
+            .filter_map(|f| match f.kind {
+                FoundKind::Str { start, end, .. } => Some((
+                    wanted.paths()[usize::from(f.field)].clone(),
+                    text(start, end),
+                )),
+                FoundKind::Other => None,
+            })
+            .collect();
+        (out.log_type.map(|(start, end, _)| text(start, end)), found)
+    }
+
+    #[test]
+    fn tsv_and_zeek_json_find_the_same_addresses() {
+        let zeek_json = concat!(
+            r#"{"_path":"dns","_write_ts":"2024-01-01T00:00:00.000000Z","ts":"2024-01-01T00:00:00.000000Z","#,
+            r#""uid":"Cabc","id.orig_h":"10.0.0.1","id.orig_p":5353,"id.resp_h":"10.0.0.53","id.resp_p":53,"#,
+            r#""proto":"udp","rtt":0.00087,"query":"example.org","AA":false,"#,
+            r#""answers":["host.example.org","192.0.2.7"],"TTLs":[60.0,300.0]}"#
+        );
+        let mut reader = reader();
+        let from_tsv = raw_row(&mut reader, ROW.as_bytes());
+        let expected = ips(zeek_json.as_bytes());
+        assert_eq!(expected.0.as_deref(), Some("dns"));
+        assert_eq!(expected.1.len(), 4);
+        assert_eq!(ips(from_tsv.as_bytes()), expected);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn any_row_gives_valid_json_or_an_error(
+            types in prop::collection::vec(
+                prop::sample::select(vec!["string", "count", "double", "bool", "addr", "set[string]", "vector[count]"]),
+                1..6,
+            ),
+            line in prop::collection::vec(
+                prop::sample::select(b"\t,-\\x0aF9T.e()empty\xff\xc3\x80\"\x01 ".to_vec()),
+                0..40,
+            ),
+        ) {
+            let names: Vec<String> = (0..types.len()).map(|i| format!("f{i}")).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let mut reader = TsvReader::with_fields(&names, Some(&types), Some("p\"x"));
+            let mut out = Vec::new();
+            match reader.line(&line, &mut out) {
+                Ok(TsvLine::Row) => {
+                    let value: Value = serde_json::from_slice(&out).expect("valid JSON");
+                    prop_assert!(value.is_object());
+                    let mut scanned = Scan::default();
+                    let wanted = Wanted::new("_path", &["f0"]);
+                    prop_assert_eq!(scan(&out, &wanted, &Limits::default(), &mut scanned), Ok(()));
+                }
+                Ok(TsvLine::Header) => prop_assert_eq!(line.first(), Some(&b'#')),
+                Err(RecordError::TsvColumns { expected, .. }) => prop_assert_eq!(expected, types.len()),
+                Err(e) => prop_assert_eq!(e, RecordError::Empty),
+            }
+        }
+    }
+}
