@@ -28,7 +28,11 @@ fn records(kind: &str) -> Vec<Vec<u8>> {
         let path = std::path::Path::new(&dir).join(format!("{kind}.json.gz"));
         let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file));
-        return reader.split(b'\n').take(1_000).map(|l| l.unwrap()).collect();
+        return reader
+            .split(b'\n')
+            .take(1_000)
+            .map(|l| l.unwrap())
+            .collect();
     }
     let template = if kind == "ssl" { SSL } else { DNS };
     (0..1_000)
@@ -48,20 +52,36 @@ fn enricher(rt: &tokio::runtime::Runtime) -> (Arc<Enricher>, tempfile::TempDir) 
     let dir = tempfile::tempdir().unwrap();
     let city = dir.path().join("city.mmdb");
     let asn = dir.path().join("asn.mmdb");
-    mmdb::write_atomically(&city, &mmdb::city_db_bytes(&mmdb::standard_city(), 1_700_000_000)).unwrap();
-    mmdb::write_atomically(&asn, &mmdb::asn_db_bytes(&mmdb::standard_asn(), 1_700_000_000)).unwrap();
+    mmdb::write_atomically(
+        &city,
+        &mmdb::city_db_bytes(&mmdb::standard_city(), 1_700_000_000),
+    )
+    .unwrap();
+    mmdb::write_atomically(
+        &asn,
+        &mmdb::asn_db_bytes(&mmdb::standard_asn(), 1_700_000_000),
+    )
+    .unwrap();
     let mut c = Config::default();
     c.geoip.city = Some(city);
     c.geoip.asn = Some(asn);
     c.geoip.reload_interval_ms = 0;
     c.dns.enabled = false;
-    c.fields.by_type.insert("dns".into(), ["id.orig_h", "id.resp_h", "answers"].map(String::from).to_vec());
+    c.fields.by_type.insert(
+        "dns".into(),
+        ["id.orig_h", "id.resp_h", "answers"]
+            .map(String::from)
+            .to_vec(),
+    );
     let core = rt.block_on(async { enricher::worker::build(&c).unwrap() });
     (core.enricher.clone(), dir)
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (enricher, _dir) = enricher(&rt);
     for kind in ["ssl", "dns"] {
         let records = records(kind);
@@ -77,7 +97,10 @@ fn bench(c: &mut Criterion) {
         });
         let mut group = c.benchmark_group(kind);
         group.throughput(Throughput::Elements(records.len() as u64));
-        let wanted = Wanted::new("_path", &["id.orig_h", "id.resp_h", "srcip", "dstip", "answers"]);
+        let wanted = Wanted::new(
+            "_path",
+            &["id.orig_h", "id.resp_h", "srcip", "dstip", "answers"],
+        );
         let limits = Limits::default();
         group.bench_function("parse", |b| {
             let mut s = Scan::default();
