@@ -27,7 +27,7 @@ pub fn canonical(text: &str) -> Option<IpAddr> {
     if s.is_empty() || s.len() > 64 {
         return None;
     }
-    if let Some(pos) = s.find('%') {
+    if let Some(pos) = s.bytes().position(|b| b == b'%') {
         // A zone id only makes sense on IPv6; `1.2.3.4%eth0` is not an address.
         if !s[..pos].contains(':') {
             return None;

@@ -7,6 +7,9 @@
 //! member names depend on the field (`id.resp_h_country`), so the key prefix
 //! is precomputed per configured field and the values are shared.
 
+use std::io::Write as _;
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::record::json::write_str;
@@ -305,11 +308,12 @@ impl Splice<'_, '_> {
     }
 
     /// Writes the enrichment of a field holding several addresses as
-    /// `"<field><suffix>":[{"ip":"..",<attrs>},...]`.
+    /// `"<field><suffix>":[{"ip":"..",<attrs>},...]`; `tier` is the
+    /// provenance member's JSON value, when wanted.
     pub fn array<'f>(
         &mut self,
         field: usize,
-        items: impl Iterator<Item = (&'f str, &'f Fragment, &'f [(Attr, &'f [u8])])>,
+        items: impl Iterator<Item = (IpAddr, &'f Fragment, Option<&'f [u8]>)>,
     ) {
         let Some(prefix) = self.splicer.array_prefixes.get(field) else {
             return;
@@ -319,13 +323,16 @@ impl Splice<'_, '_> {
         }
         self.need_comma = true;
         self.out.extend_from_slice(prefix);
-        for (i, (ip, fragment, extra)) in items.enumerate() {
+        for (i, (ip, fragment, tier)) in items.enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
-            self.out.extend_from_slice(b"{\"ip\":");
-            write_str(self.out, ip);
-            for (attr, value) in fragment.members().chain(extra.iter().copied()) {
+            // An address's text form needs no JSON escaping.
+            self.out.extend_from_slice(b"{\"ip\":\"");
+            let _ = write!(self.out, "{ip}");
+            self.out.push(b'"');
+            let tier = tier.map(|t| (Attr::Tier, t));
+            for (attr, value) in fragment.members().chain(tier) {
                 self.out.extend_from_slice(b",\"");
                 self.out.extend_from_slice(attr.name().as_bytes());
                 self.out.extend_from_slice(b"\":");
