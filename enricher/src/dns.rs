@@ -13,12 +13,19 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use std::future::Future;
+use std::pin::Pin;
+
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::udp::UdpClientStream;
+use hickory_resolver::net::xfer::DnsExchange;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::{Resolver, TokioResolver};
+use hickory_resolver::{ConnectionProvider, PoolContext, Resolver};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -113,7 +120,7 @@ impl Default for TtlPolicy {
             nxdomain: Duration::from_secs(3_600),
             servfail: Duration::from_secs(300),
             timeout: Duration::from_secs(120),
-            over_budget: Duration::from_secs(10),
+            over_budget: Duration::from_secs(1),
         }
     }
 }
@@ -140,7 +147,7 @@ pub struct DnsOptions {
     pub servers: Vec<SocketAddr>,
     /// Time to wait for one answer.
     pub timeout: Duration,
-    /// Retries after a timeout or SERVFAIL (hickory's `attempts`; 0 sends exactly one query).
+    /// Retries after a timeout or SERVFAIL (hickory's `attempts`; 0 sends exactly one packet).
     pub retries: usize,
     /// Queries in flight per upstream, at most.
     pub max_in_flight: usize,
@@ -223,10 +230,49 @@ impl Gcra {
     }
 }
 
+/// hickory's UDP stream resends an unanswered query every 333 ms within the
+/// timeout (up to three packets), whatever `attempts` says. This provider
+/// builds the same stream with one packet per query, so the budget counts
+/// what the upstream really receives.
+#[derive(Clone, Default)]
+struct OnePacketUdp(TokioRuntimeProvider);
+
+impl ConnectionProvider for OnePacketUdp {
+    type Conn = DnsExchange<TokioRuntimeProvider>;
+    type FutureConn = Pin<Box<dyn Future<Output = Result<Self::Conn, NetError>> + Send + 'static>>;
+    type RuntimeProvider = TokioRuntimeProvider;
+
+    fn new_connection(
+        &self,
+        ip: IpAddr,
+        config: &ConnectionConfig,
+        cx: &PoolContext,
+    ) -> Result<Self::FutureConn, NetError> {
+        if !matches!(config.protocol, ProtocolConfig::Udp) {
+            return self.0.new_connection(ip, config, cx);
+        }
+        let remote = SocketAddr::new(ip, config.port);
+        let timeout = cx.options.timeout;
+        let bind = config.bind_addr;
+        let provider = self.0.clone();
+        Ok(Box::pin(async move {
+            Ok(UdpClientStream::builder(remote, provider)
+                .with_timeout(Some(timeout))
+                .with_max_retries(1)
+                .with_bind_addr(bind)
+                .exchange())
+        }))
+    }
+
+    fn runtime_provider(&self) -> &Self::RuntimeProvider {
+        &self.0
+    }
+}
+
 struct Upstream {
     addr: SocketAddr,
     label: String,
-    resolver: TokioResolver,
+    resolver: Resolver<OnePacketUdp>,
     permits: Semaphore,
     budget: Gcra,
 }
@@ -269,7 +315,7 @@ impl Dns {
             ropts.cache_size = 0;
             ropts.num_concurrent_reqs = 1;
             ropts.edns0 = true;
-            let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+            let resolver = Resolver::builder_with_config(config, OnePacketUdp::default())
                 .with_options(ropts)
                 .build()
                 .map_err(|source| DnsSetupError::Resolver {

@@ -49,7 +49,13 @@ impl Default for FieldMap {
             default: ["id.orig_h", "id.resp_h", "srcip", "dstip"]
                 .map(String::from)
                 .to_vec(),
-            by_type: BTreeMap::new(),
+            // Zeek's DNS log lists resolved addresses in `answers`.
+            by_type: BTreeMap::from([(
+                "dns".to_string(),
+                ["id.orig_h", "id.resp_h", "answers"]
+                    .map(String::from)
+                    .to_vec(),
+            )]),
             arrays: vec!["answers".into()],
         }
     }
@@ -182,6 +188,7 @@ pub struct Scratch {
     hits: Vec<(u16, u16)>,
     unique: Vec<Unique>,
     text: String,
+    not_an_address: u64,
 }
 
 /// The enrichment core. Shared by every task of a process.
@@ -416,6 +423,7 @@ impl Enricher {
     fn collect(&self, input: &[u8], s: &mut Scratch) -> Result<(), RecordError> {
         s.hits.clear();
         s.unique.clear();
+        s.not_an_address = 0;
         json::scan(input, &self.wanted, &self.opts.limits, &mut s.scan)?;
         let mask = match s.scan.log_type {
             Some((start, end, escaped)) if !self.type_masks.is_empty() => {
@@ -457,7 +465,7 @@ impl Enricher {
                 std::str::from_utf8(raw).ok().and_then(canonical)
             };
             let Some(ip) = ip else {
-                self.stats.not_an_address.inc();
+                s.not_an_address += 1;
                 continue;
             };
             let index = match s.unique.iter().position(|u| u.ip == ip) {
@@ -512,6 +520,11 @@ impl Enricher {
         }
         splice.finish();
         self.stats.enriched.inc();
+        // Counted here, once per record written, not in `collect`, which runs
+        // twice for a record that misses L1.
+        if s.not_an_address > 0 {
+            self.stats.not_an_address.add(s.not_an_address);
+        }
     }
 
     /// An entry from L1; moka drops expired entries itself (see [`EntryExpiry`]),

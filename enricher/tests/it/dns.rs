@@ -193,3 +193,20 @@ async fn ipv6_addresses_in_any_form_share_one_lookup() {
     }
     assert_eq!(dns.queries_for(ip("2001:db8::1428:57ab")), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_receives_one_packet_per_lookup() {
+    let dns = DnsServer::start(Behaviour::answering(Answer::Silence))
+        .await
+        .unwrap();
+    let dbs = write_dbs();
+    let mut c = config(&dbs, Some(dns.addr()), None);
+    // Longer than hickory's 333 ms UDP resend interval.
+    c.dns.timeout_ms = 1_200;
+    c.cache.lookup_deadline_ms = 2_000;
+    let core = build(&c);
+    let v = enrich(&core.enricher, &conn("10.0.0.1", "10.0.0.2")).await;
+    assert_eq!(v["id.orig_h_ptr_status"], "timeout");
+    assert_eq!(dns.queries_for(ip("10.0.0.1")), 1);
+    assert_eq!(dns.queries_for(ip("10.0.0.2")), 1);
+}

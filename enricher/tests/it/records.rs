@@ -122,3 +122,25 @@ async fn tsv_and_json_of_the_same_records_get_the_same_enrichment() {
         assert_eq!(a["_path"], "conn");
     }
 }
+
+#[tokio::test]
+async fn values_that_are_not_addresses_are_counted_once_per_record() {
+    let dbs = write_dbs();
+    let core = build(&config(&dbs, None, None));
+    let line = r#"{"_path":"conn","id.orig_h":"nope","id.resp_h":"81.2.69.1"}"#;
+    let mut scratch = enricher::enrich::Scratch::default();
+    let mut out = Vec::new();
+    // As `enricher pipe` does: the cached path first, then the lookup path.
+    let ready = core
+        .enricher
+        .enrich_cached(line.as_bytes(), &mut scratch, &mut out)
+        .unwrap();
+    assert_eq!(ready, enricher::enrich::Ready::Pending);
+    enrich(&core.enricher, line).await;
+    let ready = core
+        .enricher
+        .enrich_cached(line.as_bytes(), &mut scratch, &mut out)
+        .unwrap();
+    assert_eq!(ready, enricher::enrich::Ready::Done);
+    assert_eq!(core.enricher.stats().not_an_address.get(), 2);
+}
