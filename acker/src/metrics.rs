@@ -1,0 +1,38 @@
+//! Every metric name and label of the acker, in one place.
+//!
+//! Gauges carry the labels [`TOPIC`] and [`PARTITION`] and are set by
+//! [`crate::Acker::publish`]; counters are counted as the events happen.
+//!
+//! `metrics` 0.24 cannot unregister a series. When a partition is released or
+//! lost, its lag, timestamp-diff and in-flight gauges are set to 0 once (this
+//! consumer holds nothing back on it any more, so sums over instances stay
+//! right), its offset gauges keep their last value, and none is touched
+//! again. To make them disappear, give the exporter an idle timeout for
+//! gauges of a few publish intervals
+//! (`PrometheusBuilder::idle_timeout(MetricKindMask::GAUGE, Some(..))`).
+
+/// Label: the topic name.
+pub const TOPIC: &str = "topic";
+/// Label: the partition number.
+pub const PARTITION: &str = "partition";
+/// Label of [`COMMITS`]: `ok` or `failed`.
+pub const RESULT: &str = "result";
+
+/// The last offset committed (the next offset the group will read). Gauge.
+pub const COMMITTED_OFFSET: &str = "acker_committed_offset";
+/// The partition's high watermark (the offset after its newest record). Gauge.
+pub const HIGH_WATERMARK: &str = "acker_high_watermark";
+/// High watermark minus committed offset, never negative. Gauge.
+pub const CONSUMER_LAG: &str = "acker_consumer_lag_records";
+/// Now minus the Kafka timestamp of the last committed record, in seconds. Gauge.
+pub const TIMESTAMP_DIFF: &str = "acker_timestamp_diff_seconds";
+/// The partition's newest record timestamp minus that of the last committed
+/// record, in seconds. Gauge.
+pub const SOURCE_TIMESTAMP_DIFF: &str = "acker_source_timestamp_diff_seconds";
+/// Records tracked and not yet acked. Gauge.
+pub const IN_FLIGHT: &str = "acker_in_flight";
+/// Commits reported back, by [`RESULT`]. Counter.
+pub const COMMITS: &str = "acker_commits_total";
+/// Acks ignored because their epoch is stale or their partition is no longer
+/// assigned. Counter.
+pub const ACKS_FENCED: &str = "acker_acks_fenced_total";
