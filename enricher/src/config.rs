@@ -60,6 +60,144 @@ pub struct Config {
     pub redis: RedisConfig,
     /// `enricher pipe` only.
     pub pipe: PipeConfig,
+    /// `enricher run`: the Kafka connection and topics.
+    pub kafka: KafkaConfig,
+    /// `enricher run`: flow control, commits, shutdown, telemetry.
+    pub worker: WorkerConfig,
+}
+
+/// Compression of produced records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// LZ4: cheap on CPU, the default.
+    Lz4,
+    /// Zstandard: smaller, more CPU.
+    Zstd,
+    /// Snappy.
+    Snappy,
+    /// Gzip.
+    Gzip,
+}
+
+impl Compression {
+    /// librdkafka's `compression.type` value.
+    pub fn librdkafka(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+            Compression::Snappy => "snappy",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]` (`--brokers`).
+    pub brokers: String,
+    /// Consumer group id; every worker of one topic shares it (`--group`).
+    pub group_id: String,
+    /// The topic to enrich (`--input-topic`).
+    pub input_topic: String,
+    /// Where enriched records go; default `<input_topic>_enr` (`--output-topic`).
+    pub output_topic: Option<String>,
+    /// Where records that cannot be parsed go, with the reason in headers;
+    /// default `<input_topic>_dlq` (`--dlq-topic`).
+    pub dlq_topic: Option<String>,
+    /// Compression of produced records: `lz4`, `zstd`, `snappy`, `gzip` or `none`.
+    pub compression: Compression,
+    /// librdkafka properties for both consumer and producer, passed as they
+    /// are (`security.protocol`, `sasl.mechanism`, `sasl.username`,
+    /// `ssl.ca.location`, ...). See librdkafka's CONFIGURATION.md.
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties for the consumer only.
+    pub consumer_properties: BTreeMap<String, String>,
+    /// librdkafka properties for the producer only.
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".into(),
+            group_id: "enricher".into(),
+            input_topic: String::new(),
+            output_topic: None,
+            dlq_topic: None,
+            compression: Compression::Lz4,
+            properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The output topic, defaulted from the input topic.
+    pub fn output_topic(&self) -> String {
+        self.output_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}_enr", self.input_topic))
+    }
+
+    /// The dead-letter topic, defaulted from the input topic.
+    pub fn dlq_topic(&self) -> String {
+        self.dlq_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}_dlq", self.input_topic))
+    }
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Records of one partition taken but not yet produced, at most; the
+    /// partition is paused at this bound and resumed at half of it.
+    pub max_in_flight_per_partition: usize,
+    /// Records taken but not yet produced, across partitions, at most.
+    pub max_in_flight: usize,
+    /// How often offsets are committed, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// On a rebalance, how long revoked partitions may drain their in-flight
+    /// records before their offsets are committed and they are released, in milliseconds.
+    pub drain_timeout_ms: u64,
+    /// On SIGTERM or SIGINT, how long in-flight records may take before the
+    /// final commit and exit, in milliseconds. The Kubernetes termination
+    /// grace period should be a few seconds longer.
+    pub shutdown_grace_ms: u64,
+    /// Produce each partition's records in input order, to the same
+    /// partition number of the output topic. Records that wait for lookups
+    /// then hold up the records behind them.
+    pub preserve_order: bool,
+    /// Bind address of `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`).
+    pub metrics_addr: SocketAddr,
+    /// How often librdkafka reports statistics (high watermarks, broker state), in milliseconds.
+    pub stats_interval_ms: u64,
+    /// How often each partition logs its progress, in seconds (0: never).
+    pub progress_log_secs: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight_per_partition: 5_000,
+            max_in_flight: 20_000,
+            commit_interval_ms: 1_000,
+            drain_timeout_ms: 10_000,
+            shutdown_grace_ms: 25_000,
+            preserve_order: false,
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9102)),
+            stats_interval_ms: 5_000,
+            progress_log_secs: 10,
+        }
+    }
 }
 
 /// `[input]`
@@ -318,6 +456,61 @@ impl Config {
         Self::from_toml(&text)
     }
 
+    /// Loads defaults, then the file (if any), then `ENRICHER_<SECTION>__<KEY>`
+    /// variables from `env` (`ENRICHER_KAFKA__BROKERS=b1:9092`,
+    /// `ENRICHER_DNS__QPS=50`; a value is read as TOML when it parses as a
+    /// TOML value, else as a string). Variables without `__` are not config
+    /// keys (`ENRICHER_LOG`).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = match file {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new("file", format!("cannot read {}: {e}", path.display()))
+            })?,
+            None => String::new(),
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::new("file", e.message().to_string()))?;
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("ENRICHER_") else {
+                continue;
+            };
+            if !rest.contains("__") {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            let key = path.join(".");
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            let mut node = &mut table;
+            for (i, segment) in path.iter().enumerate() {
+                if i + 1 == path.len() {
+                    node.insert(segment.clone(), parsed.clone());
+                    break;
+                }
+                let entry = node
+                    .entry(segment.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                node = match entry {
+                    toml::Value::Table(t) => t,
+                    _ => {
+                        return Err(ConfigError::new(
+                            key,
+                            format!("{name}: {} is not a section", path[..=i].join(".")),
+                        ));
+                    }
+                };
+            }
+        }
+        Self::from_toml(&table.to_string())
+    }
+
     /// Parses TOML text over the defaults.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let de = toml::Deserializer::parse(text)
@@ -458,6 +651,65 @@ impl Config {
             positive("redis.max_batch", self.redis.max_batch as u64)?;
         }
         positive("pipe.concurrency", self.pipe.concurrency as u64)?;
+        let w = &self.worker;
+        positive(
+            "worker.max_in_flight_per_partition",
+            w.max_in_flight_per_partition as u64,
+        )?;
+        positive("worker.max_in_flight", w.max_in_flight as u64)?;
+        positive("worker.commit_interval_ms", w.commit_interval_ms)?;
+        positive("worker.stats_interval_ms", w.stats_interval_ms)?;
+        for (section, props) in [
+            ("kafka.properties", &self.kafka.properties),
+            ("kafka.consumer_properties", &self.kafka.consumer_properties),
+            ("kafka.producer_properties", &self.kafka.producer_properties),
+        ] {
+            for key in props.keys() {
+                if RESERVED_PROPERTIES.contains(&key.as_str()) {
+                    return Err(ConfigError::new(
+                        format!("{section}.{key}"),
+                        "is set by the worker itself (at-least-once needs it); use the matching kafka key",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what `enricher run` needs on top of [`Config::validate`].
+    pub fn validate_run(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(ConfigError::new("kafka.brokers", "must not be empty"));
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return Err(ConfigError::new("kafka.group_id", "must not be empty"));
+        }
+        if self.kafka.input_topic.trim().is_empty() {
+            return Err(ConfigError::new(
+                "kafka.input_topic",
+                "must be set (--input-topic)",
+            ));
+        }
+        let output = self.kafka.output_topic();
+        if output == self.kafka.input_topic {
+            return Err(ConfigError::new(
+                "kafka.output_topic",
+                "must differ from the input topic",
+            ));
+        }
+        if self.kafka.dlq_topic() == self.kafka.input_topic || self.kafka.dlq_topic() == output {
+            return Err(ConfigError::new(
+                "kafka.dlq_topic",
+                "must differ from the input and output topics",
+            ));
+        }
+        if self.worker.max_in_flight_per_partition > self.worker.max_in_flight {
+            return Err(ConfigError::new(
+                "worker.max_in_flight_per_partition",
+                "is above worker.max_in_flight",
+            ));
+        }
         Ok(())
     }
 
@@ -535,8 +787,40 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
         shown.redis.url = mask_secrets(&shown.redis.url);
+        for props in [
+            &mut shown.kafka.properties,
+            &mut shown.kafka.consumer_properties,
+            &mut shown.kafka.producer_properties,
+        ] {
+            for (k, v) in props.iter_mut() {
+                if is_secret_property(k) {
+                    *v = "***".into();
+                }
+            }
+        }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
+}
+
+/// librdkafka properties the worker sets itself; overriding them would
+/// break at-least-once delivery or the worker's own bookkeeping.
+pub const RESERVED_PROPERTIES: [&str; 6] = [
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+    "enable.idempotence",
+    "statistics.interval.ms",
+];
+
+/// True for librdkafka properties whose values are secrets.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k.contains("jaas")
+        || k.ends_with(".key.pem")
+        || k.contains("token")
 }
 
 /// Replaces the password in `scheme://user:password@host` with `***`.
@@ -628,6 +912,58 @@ mod tests {
         let shown = c.to_masked_toml();
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains(":***@127.0.0.1"), "{shown}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = std::env::temp_dir().join(format!("enricher-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[kafka]\nbrokers = \"a:1\"\ninput_topic = \"bro_conn\"\n[dns]\nqps = 5\n",
+        )
+        .expect("write");
+        let env = [
+            ("ENRICHER_KAFKA__BROKERS".to_string(), "b:2".to_string()),
+            ("ENRICHER_DNS__QPS".to_string(), "7".to_string()),
+            (
+                "ENRICHER_KAFKA__PROPERTIES__SASL.PASSWORD".to_string(),
+                "s3cret".to_string(),
+            ),
+            ("ENRICHER_LOG".to_string(), "debug".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let c = Config::load(Some(&file), env).expect("loads");
+        assert_eq!(c.kafka.brokers, "b:2");
+        assert_eq!(c.kafka.input_topic, "bro_conn");
+        assert_eq!(c.kafka.output_topic(), "bro_conn_enr");
+        assert_eq!(c.kafka.dlq_topic(), "bro_conn_dlq");
+        assert_eq!(c.dns.qps, 7);
+        assert_eq!(c.kafka.properties["sasl.password"], "s3cret");
+        assert!(!c.to_masked_toml().contains("s3cret"));
+        c.validate_run().expect("valid");
+        let e = Config::load(
+            None,
+            [("ENRICHER_DNS__QPS".to_string(), "many".to_string())],
+        )
+        .expect_err("bad");
+        assert_eq!(e.key, "dns.qps");
+        let e = Config::load(
+            None,
+            [(
+                "ENRICHER_KAFKA__PROPERTIES__ENABLE.AUTO.COMMIT".to_string(),
+                "true".to_string(),
+            )],
+        )
+        .expect("parses")
+        .validate()
+        .expect_err("reserved");
+        assert_eq!(e.key, "kafka.properties.enable.auto.commit");
+        assert_eq!(
+            Config::default().validate_run().expect_err("no topic").key,
+            "kafka.input_topic"
+        );
     }
 
     #[test]

@@ -5,8 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use clap::{Args, Parser, Subcommand};
 use enricher::config::{Config, ConfigError};
+use enricher::kafka::{self, Health};
 use enricher::output::Naming;
 use enricher::pipe::{self, PipeOptions};
 
@@ -14,6 +18,8 @@ use enricher::pipe::{self, PipeOptions};
 const EX_USAGE: u8 = 64;
 /// Exit code when an input cannot be read (BSD `EX_NOINPUT`).
 const EX_NOINPUT: u8 = 66;
+/// Exit code when a port cannot be bound (BSD `EX_UNAVAILABLE`).
+const EX_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -30,6 +36,8 @@ struct Cli {
 enum Command {
     /// Enrich records from files or standard input to standard output (NDJSON).
     Pipe(PipeArgs),
+    /// Consume a Kafka topic, enrich, produce to the output topic, commit in order.
+    Run(RunArgs),
     /// Validate a config file and print the effective configuration, secrets masked.
     CheckConfig {
         /// The TOML file.
@@ -67,6 +75,30 @@ struct EnrichArgs {
 }
 
 #[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    enrich: EnrichArgs,
+    /// Bootstrap brokers, `host:port[,host:port]` (kafka.brokers).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Consumer group (kafka.group_id).
+    #[arg(long)]
+    group: Option<String>,
+    /// Topic to enrich (kafka.input_topic).
+    #[arg(long)]
+    input_topic: Option<String>,
+    /// Output topic, default `<input>_enr` (kafka.output_topic).
+    #[arg(long)]
+    output_topic: Option<String>,
+    /// Dead-letter topic, default `<input>_dlq` (kafka.dlq_topic).
+    #[arg(long)]
+    dlq_topic: Option<String>,
+    /// Bind address of /metrics, /healthz, /readyz (worker.metrics_addr).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug)]
 struct PipeArgs {
     #[command(flatten)]
     enrich: EnrichArgs,
@@ -89,11 +121,9 @@ fn parse_naming(s: &str) -> Result<Naming, String> {
 }
 
 impl EnrichArgs {
+    /// Defaults, then the file, then `ENRICHER_*` variables, then flags.
     fn load(&self) -> Result<Config, ConfigError> {
-        let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
+        let mut config = Config::load(self.config.as_deref(), std::env::vars())?;
         if let Some(p) = &self.geoip_city {
             config.geoip.city = Some(p.clone());
         }
@@ -132,7 +162,8 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::CheckConfig { file } => {
-            match Config::from_file(&file).and_then(|c| c.validate().map(|()| c)) {
+            match Config::load(Some(&file), std::env::vars()).and_then(|c| c.validate().map(|()| c))
+            {
                 Ok(config) => {
                     print!("{}", config.to_masked_toml());
                     ExitCode::SUCCESS
@@ -141,7 +172,117 @@ fn main() -> ExitCode {
             }
         }
         Command::Pipe(args) => run_pipe(args),
+        Command::Run(args) => run_worker(args),
     }
+}
+
+fn run_worker(args: RunArgs) -> ExitCode {
+    let mut config = match args.enrich.load() {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
+    let k = &mut config.kafka;
+    if let Some(v) = args.brokers {
+        k.brokers = v;
+    }
+    if let Some(v) = args.group {
+        k.group_id = v;
+    }
+    if let Some(v) = args.input_topic {
+        k.input_topic = v;
+    }
+    if args.output_topic.is_some() {
+        k.output_topic = args.output_topic;
+    }
+    if args.dlq_topic.is_some() {
+        k.dlq_topic = args.dlq_topic;
+    }
+    if let Some(v) = args.metrics_addr {
+        config.worker.metrics_addr = v;
+    }
+    if let Err(e) = config.validate_run() {
+        return usage_error(&e);
+    }
+    let recorder = match enricher::http::install_recorder() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("enricher: cannot install the metrics recorder: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("enricher: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let core = match runtime.block_on(async { enricher::worker::build(&config) }) {
+        Ok(core) => core,
+        Err(e) => return usage_error(&e),
+    };
+    let health = Arc::new(Health::default());
+    let server = runtime.block_on(enricher::http::serve(
+        config.worker.metrics_addr,
+        recorder,
+        Arc::clone(&health),
+    ));
+    if let Err(e) = server {
+        eprintln!(
+            "enricher: cannot bind worker.metrics_addr {}: {e}",
+            config.worker.metrics_addr
+        );
+        return ExitCode::from(EX_UNAVAILABLE);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    runtime.spawn(wait_for_signal(Arc::clone(&stop)));
+    let handle = runtime.handle().clone();
+    let enricher = Arc::clone(&core.enricher);
+    let worker = std::thread::Builder::new()
+        .name("consumer".into())
+        .spawn(move || kafka::run(&config, enricher, handle, stop, health));
+    let result = match worker {
+        Ok(w) => w.join(),
+        Err(e) => {
+            eprintln!("enricher: cannot start the consumer thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok(Ok(report)) => {
+            tracing::info!(?report, "Worker exited");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(kafka::WorkerError::Config(e))) => usage_error(&e),
+        Ok(Err(e)) => {
+            eprintln!("enricher: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("enricher: the consumer thread panicked");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM and SIGINT lead to the same drain.
+async fn wait_for_signal(stop: Arc<AtomicBool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("Cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn usage_error(e: &ConfigError) -> ExitCode {

@@ -5,8 +5,16 @@
 //! exporter copies them into these names. Histograms and events that happen
 //! per miss, per reload or per commit go straight to the `metrics` facade.
 
-/// Records by outcome (`enriched`, `rejected`, `dead_lettered`, ...). Counter.
+/// Records by outcome: `in` (read), `enriched` (written with their
+/// enrichment), `rejected` (unparseable: dead-lettered or sent to the
+/// reject stream), `deadline` (written without a PTR that was still being
+/// looked up). Counter. Dead-lettered records also count under
+/// `outcome="dead_lettered"` with a `reason` label.
 pub const RECORDS: &str = "enricher_records_total";
+/// Records taken from Kafka and not yet durably produced. Gauge.
+pub const IN_FLIGHT: &str = "enricher_in_flight";
+/// Deliveries that failed after librdkafka's own retries and were sent again. Counter.
+pub const PRODUCE_ERRORS: &str = "enricher_produce_errors_total";
 /// Field values that were not an address (hostnames in DNS answers, `-`). Counter.
 pub const NOT_AN_ADDRESS: &str = "enricher_not_an_address_total";
 /// Cache lookups by `tier` (`l1`, `l2`) and `result` (`hit`, `miss`). Counter.
@@ -36,3 +44,30 @@ pub const GEOIP_RELOADS: &str = "enricher_geoip_reloads_total";
 pub const GEOIP_BUILD: &str = "enricher_geoip_build_timestamp_seconds";
 /// Age of the GeoIP database in use (now minus its build time), by `db`, in seconds. Gauge.
 pub const GEOIP_AGE: &str = "enricher_geoip_age_seconds";
+
+/// Copies the core's counters into the exporter (absolute values: the
+/// counters only grow). Called on an interval, not per record.
+pub fn publish(enricher: &crate::enrich::Enricher) {
+    let s = enricher.stats().snapshot();
+    for (outcome, v) in [
+        ("in", s.records_in),
+        ("enriched", s.enriched),
+        ("rejected", s.rejected),
+        ("deadline", s.deadline_hit),
+    ] {
+        metrics::counter!(RECORDS, "outcome" => outcome).absolute(v);
+    }
+    metrics::counter!(NOT_AN_ADDRESS).absolute(s.not_an_address);
+    for (tier, result, v) in [
+        ("l1", "hit", s.cache.l1_hits),
+        ("l1", "miss", s.cache.l1_misses),
+        ("l2", "hit", s.cache.l2_hits),
+        ("l2", "miss", s.cache.l2_misses),
+        ("l2", "unavailable", s.cache.l2_unavailable),
+    ] {
+        metrics::counter!(CACHE, "tier" => tier, "result" => result).absolute(v);
+    }
+    let (entries, bytes) = enricher.l1_size();
+    metrics::gauge!(L1_ENTRIES).set(entries as f64);
+    metrics::gauge!(L1_BYTES).set(bytes as f64);
+}

@@ -7,6 +7,7 @@
 mod cache;
 mod dns;
 mod geoip;
+mod kafka;
 mod pipe;
 mod records;
 

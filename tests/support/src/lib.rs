@@ -17,6 +17,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use std::sync::Once;
 
 mod dns;
+pub mod kafka;
 pub mod mmdb;
 mod redis;
 

@@ -1,0 +1,942 @@
+//! `enricher run`: consume one topic in a consumer group, enrich, produce,
+//! commit in order.
+//!
+//! ```text
+//! consumer thread: poll --> acker.track --> enrich_cached --Done--> producer.send(opaque)
+//!        |                                       '--Pending--> tokio task: enrich, send
+//!        |<-- acks (channel) <-- delivery report (producer thread) <----------'
+//!        |<-- retries (channel) <-- failed delivery: sent again, never skipped
+//!        '--> every commit interval: acker.commits_due --> commit (async, result fed back)
+//! ```
+//!
+//! One thread owns the consumer and the acker, so the rebalance callbacks
+//! (which librdkafka runs inside `poll`) can drain a revoked partition by
+//! applying delivery reports themselves while they wait. Records that miss
+//! L1 become tokio tasks that produce by themselves, so they keep going
+//! while the consumer thread is busy in a rebalance. A record's delivery
+//! opaque packs its partition's assignment slot and its offset; the slot
+//! names the epoch, so reports from an earlier assignment are fenced.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use acker::{AckResult, Acker, AckerConfig, Epoch, TopicPartition};
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use crate::config::{Config, ConfigError};
+use crate::enrich::{Enricher, Ready, Scratch};
+use crate::metrics as m;
+use crate::record::RecordError;
+
+/// Why the worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A Kafka client could not be created or subscribed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// Health as the HTTP probes see it.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The consumer group gave this worker an assignment (possibly empty).
+    pub assigned: AtomicBool,
+    /// At least one broker is up, per the last statistics.
+    pub broker_up: AtomicBool,
+    /// Unix millis of the consumer loop's last turn (liveness).
+    pub heartbeat_ms: AtomicI64,
+    /// Set once the worker is draining for shutdown.
+    pub stopping: AtomicBool,
+}
+
+impl Health {
+    /// Ready for traffic: assigned, a broker reachable, not stopping.
+    pub fn ready(&self) -> bool {
+        self.assigned.load(Ordering::Relaxed)
+            && self.broker_up.load(Ordering::Relaxed)
+            && !self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Alive: the consumer loop turned within the last 30 seconds.
+    pub fn alive(&self) -> bool {
+        let last = self.heartbeat_ms.load(Ordering::Relaxed);
+        last == 0 || now_ms() - last < 30_000
+    }
+}
+
+/// What a run did, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunReport {
+    /// Records taken from the input topic.
+    pub consumed: u64,
+    /// Records produced to the output topic.
+    pub produced: u64,
+    /// Records produced to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Failed deliveries sent again.
+    pub retried: u64,
+    /// Offsets committed (partition commits that succeeded).
+    pub commits: u64,
+}
+
+/// The opaque of a produced record: assignment slot in the high 20 bits,
+/// offset in the low 44 (17 trillion records per partition).
+const OFFSET_BITS: u32 = 44;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+
+fn pack(slot: u32, offset: i64) -> usize {
+    ((u64::from(slot) << OFFSET_BITS) | (offset as u64 & OFFSET_MASK)) as usize
+}
+
+fn unpack(opaque: usize) -> (u32, i64) {
+    let v = opaque as u64;
+    ((v >> OFFSET_BITS) as u32, (v & OFFSET_MASK) as i64)
+}
+
+/// A delivery that failed after librdkafka's own retries: sent again.
+struct Retry {
+    opaque: usize,
+    topic: String,
+    partition: Option<i32>,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
+}
+
+/// The producer's context: delivery reports become acks or retries.
+struct DeliveryContext {
+    acks: mpsc::Sender<usize>,
+    retries: mpsc::Sender<Retry>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        match result {
+            Ok(_) => {
+                let _ = self.acks.send(opaque);
+            }
+            Err((error, msg)) => {
+                metrics::counter!(m::PRODUCE_ERRORS).increment(1);
+                tracing::warn!(%error, topic = msg.topic(), "Delivery failed; sending the record again");
+                let _ = self.retries.send(Retry {
+                    opaque,
+                    topic: msg.topic().to_string(),
+                    partition: (msg.partition() >= 0).then(|| msg.partition()),
+                    key: msg.key().map(<[u8]>::to_vec),
+                    payload: msg.payload().map(<[u8]>::to_vec),
+                    headers: msg.headers().map(|h| h.detach()),
+                });
+            }
+        }
+    }
+}
+
+type Producer_ = ThreadedProducer<DeliveryContext>;
+
+/// An assignment: which partition and epoch a slot stands for.
+#[derive(Debug, Clone)]
+struct Assignment {
+    tp: TopicPartition,
+    epoch: Epoch,
+}
+
+/// Everything the consumer thread owns, reachable from the rebalance,
+/// commit and statistics callbacks (which librdkafka runs on that thread).
+struct State {
+    acker: Acker,
+    /// Slot -> assignment; a slot is never reused.
+    slots: HashMap<u32, Assignment>,
+    /// Partition number -> (slot, epoch) of its current assignment.
+    current: HashMap<i32, (u32, Epoch)>,
+    next_slot: u32,
+    paused: HashMap<i32, bool>,
+    /// Offsets sent for commit and not yet answered: partition -> (epoch, offset).
+    committing: HashMap<i32, (Epoch, i64)>,
+    /// Newest record timestamp seen per partition (for the source diff).
+    newest_ts: HashMap<i32, i64>,
+    report: RunReport,
+}
+
+struct Shared {
+    topic: Arc<str>,
+    state: Mutex<State>,
+    acks: Mutex<mpsc::Receiver<usize>>,
+    retries: Mutex<mpsc::Receiver<Retry>>,
+    producer: Producer_,
+    output_topic: String,
+    drain_timeout: Duration,
+    health: Arc<Health>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies every delivery report waiting, and sends failed ones again.
+    fn settle(&self, state: &mut State) {
+        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(opaque) = acks.try_recv() {
+            let (slot, offset) = unpack(opaque);
+            let Some(a) = state.slots.get(&slot) else {
+                continue;
+            };
+            let (tp, epoch) = (a.tp.clone(), a.epoch);
+            if state.acker.ack(&tp, epoch, offset) == AckResult::Fenced {
+                tracing::debug!(%tp, offset, "Ignored a delivery report of an earlier assignment");
+            }
+        }
+        drop(acks);
+        let retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        while let Ok(retry) = retries.try_recv() {
+            state.report.retried += 1;
+            let mut record = BaseRecord::with_opaque_to(&retry.topic, retry.opaque);
+            if let Some(p) = retry.partition {
+                record = record.partition(p);
+            }
+            if let Some(k) = &retry.key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(p) = &retry.payload {
+                record = record.payload(p.as_slice());
+            }
+            if let Some(h) = retry.headers.clone() {
+                record = record.headers(h);
+            }
+            send_blocking(&self.producer, record);
+        }
+    }
+}
+
+/// Sends a record, waiting out a full queue; never gives up on it.
+fn send_blocking(producer: &Producer_, mut record: BaseRecord<'_, [u8], [u8], usize>) {
+    let mut waited = 0u32;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error, r)) => {
+                record = r;
+                waited += 1;
+                if waited % 100 == 1 {
+                    tracing::error!(%error, "Cannot queue a record for produce; retrying");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// The consumer's context: rebalances, commit results, statistics.
+struct WorkerContext {
+    shared: Arc<Mutex<Option<Arc<Shared>>>>,
+}
+
+impl WorkerContext {
+    fn shared(&self) -> Option<Arc<Shared>> {
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for WorkerContext {
+    fn stats(&self, stats: Statistics) {
+        let Some(shared) = self.shared() else { return };
+        let up = stats.brokers.values().any(|b| b.state == "UP");
+        shared.health.broker_up.store(up, Ordering::Relaxed);
+        let Some(topic) = stats.topics.get(&*shared.topic) else {
+            return;
+        };
+        let mut state = shared.state();
+        for (partition, p) in &topic.partitions {
+            if *partition < 0 || p.hi_offset < 0 {
+                continue;
+            }
+            let newest = state.newest_ts.get(partition).copied();
+            let tp = TopicPartition::new(Arc::clone(&shared.topic), *partition);
+            state.acker.set_high_watermark(&tp, p.hi_offset, newest);
+        }
+    }
+}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Some(shared) = self.shared() else { return };
+        let Rebalance::Revoke(tpl) = rebalance else {
+            if let Rebalance::Error(e) = rebalance {
+                tracing::error!(error = %e, "Rebalance failed");
+            }
+            return;
+        };
+        let revoked: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == &*shared.topic)
+            .map(|e| e.partition())
+            .collect();
+        let lost = consumer.assignment_lost();
+        let mut state = shared.state();
+        if lost {
+            for p in &revoked {
+                let tp = TopicPartition::new(Arc::clone(&shared.topic), *p);
+                state.acker.lost(&tp);
+                forget(&mut state, *p);
+            }
+            tracing::warn!(partitions = ?revoked, "Partitions lost; their in-flight records will be processed again by their new owner");
+            return;
+        }
+        for p in &revoked {
+            state
+                .acker
+                .revoke(&TopicPartition::new(Arc::clone(&shared.topic), *p));
+        }
+        // Drain: delivery reports keep arriving from the producer thread and
+        // from lookup tasks; apply them here, up to the deadline.
+        let deadline = Instant::now() + shared.drain_timeout;
+        loop {
+            shared.settle(&mut state);
+            let drained = revoked.iter().all(|p| {
+                state
+                    .acker
+                    .is_drained(&TopicPartition::new(Arc::clone(&shared.topic), *p))
+            });
+            if drained || Instant::now() >= deadline {
+                if !drained {
+                    tracing::warn!(partitions = ?revoked, "Drain deadline passed; committing what is done");
+                }
+                break;
+            }
+            drop(state);
+            std::thread::sleep(Duration::from_millis(2));
+            state = shared.state();
+        }
+        let mut final_tpl = TopicPartitionList::new();
+        let mut commits = Vec::new();
+        for p in &revoked {
+            let tp = TopicPartition::new(Arc::clone(&shared.topic), *p);
+            if let Some(c) = state.acker.commit_now(&tp) {
+                let _ = final_tpl.add_partition_offset(&shared.topic, *p, Offset::Offset(c.offset));
+                commits.push(c);
+            }
+        }
+        if !commits.is_empty() {
+            match consumer.commit(&final_tpl, CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+                    for c in &commits {
+                        state.acker.committed(&c.tp, c.epoch, c.offset);
+                        state.report.commits += 1;
+                    }
+                }
+                Err(error) => tracing::error!(%error, "Final commit of revoked partitions failed"),
+            }
+        }
+        for p in &revoked {
+            state
+                .acker
+                .release(&TopicPartition::new(Arc::clone(&shared.topic), *p));
+            forget(&mut state, *p);
+        }
+        tracing::info!(partitions = ?revoked, "Partitions revoked, drained and committed");
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Some(shared) = self.shared() else { return };
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut state = shared.state();
+            let mut assigned = Vec::new();
+            let mut resume = TopicPartitionList::new();
+            for e in tpl.elements() {
+                if e.topic() != &*shared.topic {
+                    continue;
+                }
+                let tp = TopicPartition::new(Arc::clone(&shared.topic), e.partition());
+                let epoch = state.acker.assign(tp.clone());
+                let slot = state.next_slot;
+                state.next_slot = state.next_slot.wrapping_add(1) & ((1 << (64 - OFFSET_BITS)) - 1);
+                state.slots.insert(slot, Assignment { tp, epoch });
+                state.current.insert(e.partition(), (slot, epoch));
+                state.paused.insert(e.partition(), false);
+                let _ = resume.add_partition(&shared.topic, e.partition());
+                assigned.push(e.partition());
+            }
+            // A partition paused under an earlier assignment starts fetching.
+            if resume.count() > 0 {
+                let _ = consumer.resume(&resume);
+            }
+            shared.health.assigned.store(true, Ordering::Relaxed);
+            tracing::info!(partitions = ?assigned, "Partitions assigned");
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        let Some(shared) = self.shared() else { return };
+        let mut state = shared.state();
+        for e in offsets.elements() {
+            let Some((epoch, offset)) = state.committing.remove(&e.partition()) else {
+                continue;
+            };
+            let tp = TopicPartition::new(Arc::clone(&shared.topic), e.partition());
+            let ok = matches!(
+                (&result, e.error()),
+                (Ok(()), Ok(()))
+                    | (
+                        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)),
+                        _
+                    )
+            );
+            if ok {
+                state.acker.committed(&tp, epoch, offset);
+                state.report.commits += 1;
+            } else {
+                tracing::warn!(%tp, offset, "Offset commit failed; retrying at the next tick");
+                state.acker.commit_failed(&tp, epoch, offset);
+            }
+        }
+    }
+}
+
+fn forget(state: &mut State, partition: i32) {
+    if let Some((slot, _)) = state.current.remove(&partition) {
+        state.slots.remove(&slot);
+    }
+    state.paused.remove(&partition);
+    state.committing.remove(&partition);
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn client_config(
+    config: &Config,
+    extra: &std::collections::BTreeMap<String, String>,
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.brokers);
+    for (k, v) in config.kafka.properties.iter().chain(extra) {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Builds the producer with the defaults a careful operator would choose:
+/// idempotence (so librdkafka's own retries neither duplicate nor reorder),
+/// `acks=all`, compression, and batching for throughput.
+fn producer(config: &Config, ctx: DeliveryContext) -> KafkaResult<Producer_> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", config.kafka.compression.librdkafka())
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("batch.size", "1000000")
+        .set(
+            "queue.buffering.max.messages",
+            (config.worker.max_in_flight * 4).max(100_000).to_string(),
+        );
+    for (k, v) in config
+        .kafka
+        .properties
+        .iter()
+        .chain(&config.kafka.producer_properties)
+    {
+        c.set(k, v);
+    }
+    c.create_with_context(ctx)
+}
+
+fn consumer(config: &Config, ctx: WorkerContext) -> KafkaResult<BaseConsumer<WorkerContext>> {
+    let mut c = client_config(config, &std::collections::BTreeMap::new());
+    c.set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "statistics.interval.ms",
+            config.worker.stats_interval_ms.to_string(),
+        );
+    for (k, v) in &config.kafka.consumer_properties {
+        c.set(k, v);
+    }
+    c.create_with_context(ctx)
+}
+
+/// Runs the worker until `stop` is set, then drains, commits and leaves the
+/// group. Blocking: call it on its own thread. `runtime` runs the lookups
+/// of records that miss L1.
+pub fn run(
+    config: &Config,
+    enricher: Arc<Enricher>,
+    runtime: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+    health: Arc<Health>,
+) -> Result<RunReport, WorkerError> {
+    config.validate_run()?;
+    let topic: Arc<str> = config.kafka.input_topic.as_str().into();
+    let (ack_tx, ack_rx) = mpsc::channel();
+    let (retry_tx, retry_rx) = mpsc::channel();
+    let producer = producer(
+        config,
+        DeliveryContext {
+            acks: ack_tx,
+            retries: retry_tx,
+        },
+    )?;
+    let slot = Arc::new(Mutex::new(None));
+    let consumer = consumer(
+        config,
+        WorkerContext {
+            shared: Arc::clone(&slot),
+        },
+    )?;
+    let acker_config = AckerConfig {
+        commit_interval: Duration::from_millis(config.worker.commit_interval_ms),
+        log_interval: Duration::from_secs(config.worker.progress_log_secs.max(1)),
+    };
+    let shared = Arc::new(Shared {
+        topic: Arc::clone(&topic),
+        state: Mutex::new(State {
+            acker: Acker::new(acker_config, Instant::now()),
+            slots: HashMap::new(),
+            current: HashMap::new(),
+            next_slot: 0,
+            paused: HashMap::new(),
+            committing: HashMap::new(),
+            newest_ts: HashMap::new(),
+            report: RunReport::default(),
+        }),
+        acks: Mutex::new(ack_rx),
+        retries: Mutex::new(retry_rx),
+        producer,
+        output_topic: config.kafka.output_topic(),
+        drain_timeout: Duration::from_millis(config.worker.drain_timeout_ms),
+        health: Arc::clone(&health),
+    });
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&shared));
+    consumer.subscribe(&[&topic])?;
+    tracing::info!(
+        topic = %topic,
+        output = %shared.output_topic,
+        group = %config.kafka.group_id,
+        "Worker started"
+    );
+    let mut worker = Loop {
+        shared: Arc::clone(&shared),
+        enricher,
+        runtime,
+        dlq_topic: config.kafka.dlq_topic(),
+        max_record_bytes: config.input.max_record_bytes,
+        per_partition: config.worker.max_in_flight_per_partition,
+        total: config.worker.max_in_flight,
+        preserve_order: config.worker.preserve_order,
+        scratch: Scratch::default(),
+        out: Vec::with_capacity(64 * 1024),
+        all_paused: false,
+    };
+    worker.run(&consumer, &stop, config)?;
+    let report = shared.state().report;
+    // Break the context's reference cycle before the clients are dropped.
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    Ok(report)
+}
+
+struct Loop {
+    shared: Arc<Shared>,
+    enricher: Arc<Enricher>,
+    runtime: tokio::runtime::Handle,
+    dlq_topic: String,
+    max_record_bytes: usize,
+    per_partition: usize,
+    total: usize,
+    preserve_order: bool,
+    scratch: Scratch,
+    out: Vec<u8>,
+    all_paused: bool,
+}
+
+impl Loop {
+    fn run(
+        &mut self,
+        consumer: &BaseConsumer<WorkerContext>,
+        stop: &AtomicBool,
+        config: &Config,
+    ) -> Result<(), WorkerError> {
+        let mut last_tick = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            self.shared
+                .health
+                .heartbeat_ms
+                .store(now_ms(), Ordering::Relaxed);
+            // Up to a batch of messages per turn, then the bookkeeping.
+            let mut wait = Duration::from_millis(20);
+            for _ in 0..512 {
+                match consumer.poll(wait) {
+                    None => break,
+                    Some(Ok(msg)) => self.take(&msg),
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "Consumer error");
+                        break;
+                    }
+                }
+                wait = Duration::ZERO;
+            }
+            let now = Instant::now();
+            {
+                let shared = Arc::clone(&self.shared);
+                let mut state = shared.state();
+                shared.settle(&mut state);
+                self.flow_control(consumer, &mut state);
+                if now.duration_since(last_tick) >= Duration::from_millis(100) {
+                    last_tick = now;
+                    commit(consumer, &shared.topic, &mut state, now, false);
+                    let now_ms = now_ms();
+                    state.acker.publish(now_ms);
+                    state.acker.log_progress(now);
+                    metrics::gauge!(m::IN_FLIGHT).set(state.acker.total_in_flight() as f64);
+                }
+            }
+            if last_tick == now {
+                m::publish(&self.enricher);
+            }
+        }
+        self.shutdown(consumer, config);
+        Ok(())
+    }
+
+    /// Bounds in-flight records: pauses a partition at its limit and resumes
+    /// it at half; pauses everything at the total limit.
+    fn flow_control(&mut self, consumer: &BaseConsumer<WorkerContext>, state: &mut State) {
+        let topic = &self.shared.topic;
+        let over_total = state.acker.total_in_flight() >= self.total;
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        let partitions: Vec<i32> = state.current.keys().copied().collect();
+        for p in partitions {
+            let in_flight = state
+                .acker
+                .in_flight(&TopicPartition::new(Arc::clone(topic), p));
+            let paused = state.paused.get(&p).copied().unwrap_or(false);
+            let want_paused = over_total
+                || in_flight >= self.per_partition
+                || (paused && in_flight > self.per_partition / 2);
+            if want_paused && !paused {
+                let _ = pause.add_partition(topic, p);
+                state.paused.insert(p, true);
+            } else if !want_paused && paused {
+                let _ = resume.add_partition(topic, p);
+                state.paused.insert(p, false);
+            }
+        }
+        if pause.count() > 0 {
+            let _ = consumer.pause(&pause);
+        }
+        if resume.count() > 0 {
+            let _ = consumer.resume(&resume);
+        }
+        self.all_paused = over_total;
+    }
+
+    /// Takes one message: track, enrich, produce (or dead-letter).
+    fn take(&mut self, msg: &BorrowedMessage<'_>) {
+        let partition = msg.partition();
+        let offset = msg.offset();
+        let ts = msg.timestamp().to_millis();
+        let slot = {
+            let mut state = self.shared.state();
+            let Some(&(slot, epoch)) = state.current.get(&partition) else {
+                return;
+            };
+            // Even a paused partition's message is taken: librdkafka has
+            // moved past it, and skipping it would let the commit point
+            // move past it too.
+            let tp = TopicPartition::new(Arc::clone(&self.shared.topic), partition);
+            if state.acker.track(&tp, epoch, offset, ts).is_err() {
+                return;
+            }
+            if let Some(ts) = ts {
+                let newest = state.newest_ts.entry(partition).or_insert(ts);
+                *newest = (*newest).max(ts);
+            }
+            state.report.consumed += 1;
+            slot
+        };
+        let opaque = pack(slot, offset);
+        self.enricher.stats().records_in.inc();
+        let Some(payload) = msg.payload() else {
+            // A tombstone: nothing to enrich; passed through so compaction
+            // semantics survive downstream.
+            self.produce(msg, opaque, None);
+            return;
+        };
+        if payload.len() > self.max_record_bytes {
+            let error = RecordError::TooLarge {
+                limit: self.max_record_bytes,
+                size: payload.len(),
+            };
+            self.dead_letter(msg, opaque, &error);
+            return;
+        }
+        self.out.clear();
+        match self
+            .enricher
+            .enrich_cached(payload, &mut self.scratch, &mut self.out)
+        {
+            Ok(Ready::Done) => {
+                strip_newline(&mut self.out);
+                let out = std::mem::take(&mut self.out);
+                self.produce(msg, opaque, Some(&out));
+                self.out = out;
+            }
+            Ok(Ready::Pending) => self.slow_path(msg, opaque, payload),
+            Err(error) => self.dead_letter(msg, opaque, &error),
+        }
+    }
+
+    fn produce(&mut self, msg: &BorrowedMessage<'_>, opaque: usize, payload: Option<&[u8]>) {
+        let mut record = BaseRecord::with_opaque_to(&self.shared.output_topic, opaque);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        if let Some(k) = msg.key() {
+            record = record.key(k);
+        }
+        if let Some(h) = msg.headers() {
+            record = record.headers(h.detach());
+        }
+        if self.preserve_order {
+            record = record.partition(msg.partition());
+        }
+        send_blocking(&self.shared.producer, record);
+        self.shared.state().report.produced += 1;
+    }
+
+    fn dead_letter(&mut self, msg: &BorrowedMessage<'_>, opaque: usize, error: &RecordError) {
+        self.enricher.stats().rejected.inc();
+        metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => error.label())
+            .increment(1);
+        let partition = msg.partition().to_string();
+        let offset = msg.offset().to_string();
+        let message = error.to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "enricher.reason",
+                value: Some(error.label()),
+            })
+            .insert(Header {
+                key: "enricher.error",
+                value: Some(message.as_str()),
+            })
+            .insert(Header {
+                key: "enricher.source.topic",
+                value: Some(msg.topic()),
+            })
+            .insert(Header {
+                key: "enricher.source.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "enricher.source.offset",
+                value: Some(offset.as_str()),
+            });
+        if let Some(original) = msg.headers() {
+            for h in original.iter() {
+                headers = headers.insert(h);
+            }
+        }
+        let mut record = BaseRecord::with_opaque_to(&self.dlq_topic, opaque).headers(headers);
+        if let Some(p) = msg.payload() {
+            record = record.payload(p);
+        }
+        if let Some(k) = msg.key() {
+            record = record.key(k);
+        }
+        send_blocking(&self.shared.producer, record);
+        self.shared.state().report.dead_lettered += 1;
+    }
+
+    /// A record that missed L1: its lookups run on the runtime. In order
+    /// mode the consumer thread waits for them (bounded by the lookup
+    /// deadline), so nothing behind it overtakes it.
+    fn slow_path(&mut self, msg: &BorrowedMessage<'_>, opaque: usize, payload: &[u8]) {
+        let enricher = Arc::clone(&self.enricher);
+        let input = payload.to_vec();
+        let key = msg.key().map(<[u8]>::to_vec);
+        let headers = msg.headers().map(|h| h.detach());
+        let partition = self.preserve_order.then(|| msg.partition());
+        let shared = Arc::clone(&self.shared);
+        let task = async move {
+            let mut scratch = Scratch::default();
+            let mut out = Vec::with_capacity(input.len() + 256);
+            // The record parsed once already; should a second parse fail,
+            // it goes out unchanged rather than being lost.
+            if enricher
+                .enrich(&input, &mut scratch, &mut out)
+                .await
+                .is_err()
+            {
+                out.clear();
+                out.extend_from_slice(&input);
+            }
+            strip_newline(&mut out);
+            let mut record =
+                BaseRecord::with_opaque_to(&shared.output_topic, opaque).payload(out.as_slice());
+            if let Some(k) = &key {
+                record = record.key(k.as_slice());
+            }
+            if let Some(h) = headers {
+                record = record.headers(h);
+            }
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
+            loop {
+                match shared.producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            }
+            shared.state().report.produced += 1;
+        };
+        if self.preserve_order {
+            self.runtime.block_on(task);
+        } else {
+            self.runtime.spawn(task);
+        }
+    }
+
+    fn shutdown(&mut self, consumer: &BaseConsumer<WorkerContext>, config: &Config) {
+        let shared = Arc::clone(&self.shared);
+        shared.health.stopping.store(true, Ordering::Relaxed);
+        tracing::info!("Stopping: draining in-flight records");
+        if let Ok(assignment) = consumer.assignment() {
+            let _ = consumer.pause(&assignment);
+        }
+        let deadline = Instant::now() + Duration::from_millis(config.worker.shutdown_grace_ms);
+        loop {
+            // Keep serving callbacks; paused partitions deliver nothing new
+            // (and anything that slips through is not tracked).
+            let _ = consumer.poll(Duration::from_millis(10));
+            let mut state = shared.state();
+            shared.settle(&mut state);
+            if state.acker.total_in_flight() == 0 || Instant::now() >= deadline {
+                if state.acker.total_in_flight() > 0 {
+                    tracing::warn!(
+                        in_flight = state.acker.total_in_flight(),
+                        "Grace period over; committing what is done"
+                    );
+                }
+                break;
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let _ = shared
+            .producer
+            .flush(remaining.max(Duration::from_millis(100)));
+        let mut state = shared.state();
+        shared.settle(&mut state);
+        let due = state.acker.commits_due(Instant::now(), true);
+        if !due.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for c in &due {
+                let _ = tpl.add_partition_offset(
+                    &shared.topic,
+                    c.tp.partition,
+                    Offset::Offset(c.offset),
+                );
+            }
+            match consumer.commit(&tpl, CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+                    for c in &due {
+                        state.acker.committed(&c.tp, c.epoch, c.offset);
+                        state.report.commits += 1;
+                    }
+                }
+                Err(error) => tracing::error!(%error, "Final commit failed"),
+            }
+        }
+        state.acker.publish(now_ms());
+        drop(state);
+        consumer.unsubscribe();
+        tracing::info!("Stopped");
+    }
+}
+
+/// Sends the due commits (asynchronously: the result comes back through
+/// the commit callback).
+fn commit(
+    consumer: &BaseConsumer<WorkerContext>,
+    topic: &str,
+    state: &mut State,
+    now: Instant,
+    force: bool,
+) {
+    let due = state.acker.commits_due(now, force);
+    if due.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for c in &due {
+        let _ = tpl.add_partition_offset(topic, c.tp.partition, Offset::Offset(c.offset));
+        state.committing.insert(c.tp.partition, (c.epoch, c.offset));
+    }
+    if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
+        tracing::warn!(%error, "Offset commit could not be sent; retrying at the next tick");
+        for c in &due {
+            state.committing.remove(&c.tp.partition);
+            state.acker.commit_failed(&c.tp, c.epoch, c.offset);
+        }
+    }
+}
+
+/// Records on Kafka carry no line ending.
+fn strip_newline(out: &mut Vec<u8>) {
+    if out.last() == Some(&b'\n') {
+        out.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opaques_round_trip() {
+        for (slot, offset) in [
+            (0, 0),
+            (1, 1),
+            (1_048_575, (1 << 44) - 1),
+            (7, 123_456_789_012),
+        ] {
+            assert_eq!(unpack(pack(slot, offset)), (slot, offset));
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The Kafka worker against librdkafka's mock cluster: every record counted
+//! by id at the other end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use enricher::kafka::{self, Health, RunReport};
+use test_support::kafka::{MockKafka, count_ids};
+
+use super::*;
+
+/// A worker running in this process on its own thread and runtime.
+pub(crate) struct Worker {
+    stop: Arc<AtomicBool>,
+    pub(crate) health: Arc<Health>,
+    thread: Option<JoinHandle<RunReport>>,
+    _core: Core,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Worker {
+    pub(crate) fn start(config: &Config) -> Worker {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let core = runtime.block_on(async { worker::build(config).unwrap() });
+        let stop = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(Health::default());
+        let (c, e, h, s, hl) = (
+            config.clone(),
+            core.enricher.clone(),
+            runtime.handle().clone(),
+            stop.clone(),
+            health.clone(),
+        );
+        let thread = std::thread::spawn(move || kafka::run(&c, e, h, s, hl).unwrap());
+        Worker {
+            stop,
+            health,
+            thread: Some(thread),
+            _core: core,
+            _runtime: runtime,
+        }
+    }
+
+    /// SIGTERM's path: drain, commit, leave.
+    pub(crate) fn stop(mut self) -> RunReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+pub(crate) fn kafka_config(dbs: &Dbs, kafka: &MockKafka, topic: &str) -> Config {
+    let mut c = config(dbs, None, None);
+    c.output.provenance = false;
+    c.kafka.brokers = kafka.bootstrap().to_string();
+    c.kafka.group_id = format!("g-{topic}");
+    c.kafka.input_topic = topic.to_string();
+    c.worker.commit_interval_ms = 200;
+    c.worker.stats_interval_ms = 500;
+    c.worker.shutdown_grace_ms = 5_000;
+    c.kafka
+        .consumer_properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    c.kafka
+        .consumer_properties
+        .insert("heartbeat.interval.ms".into(), "500".into());
+    c
+}
+
+pub(crate) fn records(from: u64, to: u64) -> Vec<String> {
+    (from..to)
+        .map(|id| {
+            let resp =
+                ["81.2.69.142", "89.160.20.112", "203.0.113.9", "10.0.0.1"][(id % 4) as usize];
+            format!(
+                r#"{{"_path":"conn","id":{id},"id.orig_h":"10.1.{}.{}","id.resp_h":"{resp}"}}"#,
+                id / 250 % 250,
+                id % 250
+            )
+        })
+        .collect()
+}
+
+pub(crate) fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_clean_run_produces_every_record_once_and_commits_the_high_watermark() {
+    let kafka = MockKafka::start(1).unwrap();
+    let topic = "bro_conn_clean";
+    kafka.create_topic(topic, 3).unwrap();
+    kafka.create_topic(&format!("{topic}_enr"), 3).unwrap();
+    let dbs = write_dbs();
+    let c = kafka_config(&dbs, &kafka, topic);
+    let n = 3_000;
+    kafka.produce(topic, 3, records(0, n)).unwrap();
+    let w = Worker::start(&c);
+    let out = kafka
+        .read_all(&format!("{topic}_enr"), n as usize, Duration::from_secs(30))
+        .unwrap();
+    let (ids, dups) = count_ids(&out, "id");
+    assert_eq!(ids.len() as u64, n, "every id out");
+    assert_eq!(dups, 0);
+    let with_country = out
+        .iter()
+        .filter(|r| r.text().contains("\"id.resp_h_country\":"))
+        .count();
+    assert_eq!(with_country as u64, n / 4 * 3, "enriched");
+    // Keys are kept; records carry no trailing newline.
+    assert!(
+        out.iter()
+            .all(|r| r.key.is_some() && !r.text().ends_with('\n'))
+    );
+    let high = kafka.high_watermarks(topic, 3).unwrap();
+    wait_until("the commits", Duration::from_secs(10), || {
+        kafka.committed(&c.kafka.group_id, topic, 3).unwrap() == high
+    });
+    wait_until("readiness", Duration::from_secs(10), || w.health.ready());
+    assert!(w.health.alive());
+    let report = w.stop();
+    assert_eq!(report.consumed, n);
+    assert_eq!(report.produced, n);
+    assert_eq!(kafka.committed(&c.kafka.group_id, topic, 3).unwrap(), high);
+}
+
+#[test]
+fn poison_records_are_dead_lettered_with_their_reason_and_the_partition_moves_on() {
+    let kafka = MockKafka::start(1).unwrap();
+    let topic = "bro_conn_poison";
+    for t in [topic, "bro_conn_poison_enr", "bro_conn_poison_dlq"] {
+        kafka.create_topic(t, 1).unwrap();
+    }
+    let dbs = write_dbs();
+    let mut c = kafka_config(&dbs, &kafka, topic);
+    c.input.max_record_bytes = 100_000;
+    let mut input: Vec<Vec<u8>> = records(0, 10).into_iter().map(String::into_bytes).collect();
+    input.insert(3, b"{\"id\":\"truncated".to_vec());
+    input.insert(6, b"\xff\xfe not utf8".to_vec());
+    input.insert(
+        8,
+        format!("{{\"a\":\"{}\"}}", "x".repeat(200_000)).into_bytes(),
+    );
+    kafka.produce(topic, 1, &input).unwrap();
+    let w = Worker::start(&c);
+    let dlq = kafka
+        .read_all(&format!("{topic}_dlq"), 3, Duration::from_secs(30))
+        .unwrap();
+    let out = kafka
+        .read_all(&format!("{topic}_enr"), 10, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(out.len(), 10);
+    let reasons: Vec<String> = dlq
+        .iter()
+        .map(|r| r.header("enricher.reason").unwrap())
+        .collect();
+    assert_eq!(reasons, ["truncated", "invalid_utf8", "too_large"]);
+    assert_eq!(
+        dlq[0].payload.as_deref(),
+        Some(&b"{\"id\":\"truncated"[..]),
+        "original bytes"
+    );
+    assert_eq!(
+        dlq[1].header("enricher.source.offset").as_deref(),
+        Some("6")
+    );
+    assert_eq!(
+        dlq[1].header("enricher.source.topic").as_deref(),
+        Some(topic)
+    );
+    assert_eq!(
+        dlq[1].header("enricher.source.partition").as_deref(),
+        Some("0")
+    );
+    wait_until(
+        "the commit past the poison",
+        Duration::from_secs(10),
+        || {
+            kafka
+                .committed(&c.kafka.group_id, topic, 1)
+                .unwrap()
+                .get(&0)
+                == Some(&13)
+        },
+    );
+    w.stop();
+}
+
+#[test]
+fn graceful_shutdown_commits_what_was_produced_and_a_restart_resumes() {
+    let kafka = MockKafka::start(1).unwrap();
+    let topic = "bro_conn_graceful";
+    kafka.create_topic(topic, 2).unwrap();
+    kafka.create_topic("bro_conn_graceful_enr", 2).unwrap();
+    let dbs = write_dbs();
+    let c = kafka_config(&dbs, &kafka, topic);
+    kafka.produce(topic, 2, records(0, 2_000)).unwrap();
+    let w = Worker::start(&c);
+    wait_until("some output", Duration::from_secs(20), || {
+        !kafka
+            .read_all(&format!("{topic}_enr"), 1, Duration::from_millis(500))
+            .unwrap()
+            .is_empty()
+    });
+    kafka.produce(topic, 2, records(2_000, 4_000)).unwrap();
+    let first = w.stop();
+    let committed: i64 = kafka
+        .committed(&c.kafka.group_id, topic, 2)
+        .unwrap()
+        .values()
+        .sum();
+    assert_eq!(
+        committed as u64, first.produced,
+        "committed exactly what was produced"
+    );
+    let w = Worker::start(&c);
+    let out = kafka
+        .read_all(&format!("{topic}_enr"), 4_000, Duration::from_secs(30))
+        .unwrap();
+    let (ids, dups) = count_ids(&out, "id");
+    assert_eq!(ids.len(), 4_000);
+    assert_eq!(dups, 0, "a graceful stop leaves nothing to redo");
+    w.stop();
+}

@@ -1,0 +1,253 @@
+//! librdkafka's mock cluster, started by the test, and the clients a test
+//! needs around it: produce records tagged with ids, read a whole topic back,
+//! read a group's committed offsets.
+//!
+//! The mock keeps only 5 MiB or 100,000 messages per partition and drops
+//! older ones silently, so tests keep their topics well under that. A new
+//! group waits about 3 s for its first assignment.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+/// A mock Kafka cluster in this process; brokers listen on loopback, so other
+/// processes can connect to [`MockKafka::bootstrap`] too.
+pub struct MockKafka {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    bootstrap: String,
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its payload.
+    pub payload: Option<Vec<u8>>,
+    /// Its headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Received {
+    /// The payload as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.payload.as_deref().unwrap_or_default()).into_owned()
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, key: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+impl MockKafka {
+    /// Starts a mock cluster of `brokers` brokers.
+    pub fn start(brokers: i32) -> anyhow::Result<Self> {
+        let cluster = MockCluster::new(brokers).context("starting the mock cluster")?;
+        let bootstrap = cluster.bootstrap_servers();
+        Ok(Self { cluster, bootstrap })
+    }
+
+    /// The cluster's `bootstrap.servers`.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The cluster, for error injection (`request_errors`, `broker_down`, ...).
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.cluster
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        self.cluster
+            .create_topic(topic, partitions, 1)
+            .with_context(|| format!("creating topic {topic}"))
+    }
+
+    fn producer(&self) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            .create()
+            .context("creating a test producer")
+    }
+
+    /// Produces the payloads (keyed by their index, round-robin over
+    /// `partitions`), and waits until all are delivered.
+    pub fn produce<I, P>(&self, topic: &str, partitions: i32, payloads: I) -> anyhow::Result<usize>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        let producer = self.producer()?;
+        let mut n = 0usize;
+        for (i, payload) in payloads.into_iter().enumerate() {
+            let key = i.to_string();
+            let partition = (i % partitions.max(1) as usize) as i32;
+            let mut record = BaseRecord::to(topic)
+                .payload(payload.as_ref())
+                .key(key.as_bytes())
+                .partition(partition);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => bail!("producing test record {i}: {e}"),
+                }
+            }
+            n += 1;
+        }
+        producer
+            .flush(Duration::from_secs(30))
+            .context("flushing test records")?;
+        if producer.in_flight_count() > 0 {
+            bail!("{} test records not delivered", producer.in_flight_count());
+        }
+        Ok(n)
+    }
+
+    /// Reads every partition of `topic` from the beginning until `expected`
+    /// records came, or nothing new came for `quiet` (then returns what it has).
+    pub fn read_all(
+        &self,
+        topic: &str,
+        expected: usize,
+        quiet: Duration,
+    ) -> anyhow::Result<Vec<Received>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", format!("reader-{topic}-{}", std::process::id()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .context("creating a test reader")?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .context("fetching metadata")?;
+        let mut tpl = TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            }
+        }
+        consumer.assign(&tpl)?;
+        let mut out = Vec::new();
+        let mut last = Instant::now();
+        while out.len() < expected && last.elapsed() < quiet {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    last = Instant::now();
+                    out.push(Received {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                        headers: m
+                            .headers()
+                            .map(|h| {
+                                h.iter()
+                                    .map(|h| {
+                                        (h.key.to_string(), h.value.unwrap_or_default().to_vec())
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    });
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "reader"),
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// The offsets `group` committed on `topic`, by partition (absent: none).
+    pub fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+    ) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", group)
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The high watermark of each partition.
+    pub fn high_watermarks(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()?;
+        let mut out = BTreeMap::new();
+        for p in 0..partitions {
+            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            out.insert(p, high);
+        }
+        Ok(out)
+    }
+}
+
+/// Counts the `"id":N` values in records: how many distinct ids, and how
+/// many records repeated an id already seen.
+pub fn count_ids(records: &[Received], key: &str) -> (std::collections::BTreeSet<u64>, usize) {
+    let needle = format!("\"{key}\":");
+    let mut ids = std::collections::BTreeSet::new();
+    let mut duplicates = 0;
+    for r in records {
+        let text = r.text();
+        let Some(start) = text.find(&needle) else {
+            continue;
+        };
+        let digits: String = text[start + needle.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(id) = digits.parse()
+            && !ids.insert(id)
+        {
+            duplicates += 1;
+        }
+    }
+    (ids, duplicates)
+}
