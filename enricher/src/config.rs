@@ -483,10 +483,13 @@ impl Config {
             }
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             let key = path.join(".");
+            // librdkafka property maps hold strings whatever they look like.
+            let is_property = path.iter().any(|seg| seg.ends_with("properties"));
             let parsed = format!("v = {value}")
                 .parse::<toml::Table>()
                 .ok()
                 .and_then(|mut t| t.remove("v"))
+                .filter(|_| !is_property)
                 .unwrap_or(toml::Value::String(value));
             let mut node = &mut table;
             for (i, segment) in path.iter().enumerate() {

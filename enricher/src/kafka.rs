@@ -168,8 +168,6 @@ struct State {
     current: HashMap<i32, (u32, Epoch)>,
     next_slot: u32,
     paused: HashMap<i32, bool>,
-    /// Offsets sent for commit and not yet answered: partition -> (epoch, offset).
-    committing: HashMap<i32, (Epoch, i64)>,
     /// Newest record timestamp seen per partition (for the source diff).
     newest_ts: HashMap<i32, i64>,
     report: RunReport,
@@ -343,7 +341,7 @@ impl ConsumerContext for WorkerContext {
             }
         }
         if !commits.is_empty() {
-            match consumer.commit(&final_tpl, CommitMode::Sync) {
+            match commit_final(consumer, &final_tpl) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
                     for c in &commits {
                         state.acker.committed(&c.tp, c.epoch, c.offset);
@@ -390,32 +388,6 @@ impl ConsumerContext for WorkerContext {
             tracing::info!(partitions = ?assigned, "Partitions assigned");
         }
     }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        let Some(shared) = self.shared() else { return };
-        let mut state = shared.state();
-        for e in offsets.elements() {
-            let Some((epoch, offset)) = state.committing.remove(&e.partition()) else {
-                continue;
-            };
-            let tp = TopicPartition::new(Arc::clone(&shared.topic), e.partition());
-            let ok = matches!(
-                (&result, e.error()),
-                (Ok(()), Ok(()))
-                    | (
-                        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)),
-                        _
-                    )
-            );
-            if ok {
-                state.acker.committed(&tp, epoch, offset);
-                state.report.commits += 1;
-            } else {
-                tracing::warn!(%tp, offset, "Offset commit failed; retrying at the next tick");
-                state.acker.commit_failed(&tp, epoch, offset);
-            }
-        }
-    }
 }
 
 fn forget(state: &mut State, partition: i32) {
@@ -423,7 +395,6 @@ fn forget(state: &mut State, partition: i32) {
         state.slots.remove(&slot);
     }
     state.paused.remove(&partition);
-    state.committing.remove(&partition);
 }
 
 fn now_ms() -> i64 {
@@ -527,7 +498,6 @@ pub fn run(
             current: HashMap::new(),
             next_slot: 0,
             paused: HashMap::new(),
-            committing: HashMap::new(),
             newest_ts: HashMap::new(),
             report: RunReport::default(),
         }),
@@ -873,7 +843,7 @@ impl Loop {
                     Offset::Offset(c.offset),
                 );
             }
-            match consumer.commit(&tpl, CommitMode::Sync) {
+            match commit_final(consumer, &tpl) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
                     for c in &due {
                         state.acker.committed(&c.tp, c.epoch, c.offset);
@@ -890,8 +860,7 @@ impl Loop {
     }
 }
 
-/// Sends the due commits (asynchronously: the result comes back through
-/// the commit callback).
+/// Commits what is due and tells the acker how it went.
 fn commit(
     consumer: &BaseConsumer<WorkerContext>,
     topic: &str,
@@ -906,13 +875,50 @@ fn commit(
     let mut tpl = TopicPartitionList::new();
     for c in &due {
         let _ = tpl.add_partition_offset(topic, c.tp.partition, Offset::Offset(c.offset));
-        state.committing.insert(c.tp.partition, (c.epoch, c.offset));
     }
-    if let Err(error) = consumer.commit(&tpl, CommitMode::Async) {
-        tracing::warn!(%error, "Offset commit could not be sent; retrying at the next tick");
-        for c in &due {
-            state.committing.remove(&c.tp.partition);
-            state.acker.commit_failed(&c.tp, c.epoch, c.offset);
+    // Synchronous on purpose. rust-rdkafka 0.39 never calls
+    // `ConsumerContext::commit_callback` for a manual `CommitMode::Async`
+    // commit (it passes librdkafka no reply queue; fede1024/rust-rdkafka#856),
+    // so with async commits the acker never learnt that anything was
+    // committed: no lag or committed-offset gauges, failures unseen, and the
+    // same offset sent again every interval. A sync commit costs this thread
+    // one round trip per commit interval; while the coordinator is away
+    // librdkafka holds it for at most `session.timeout.ms`. The result covers
+    // the whole list: any partition's error fails them all, which only means
+    // a retry at the next tick.
+    match consumer.commit(&tpl, CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+            for c in &due {
+                state.acker.committed(&c.tp, c.epoch, c.offset);
+                state.report.commits += 1;
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Offset commit failed; retrying at the next tick");
+            for c in &due {
+                state.acker.commit_failed(&c.tp, c.epoch, c.offset);
+            }
+        }
+    }
+}
+
+/// A last commit before a partition is released or the worker exits: there
+/// is no later tick to retry it, so it is tried a few times here.
+fn commit_final(
+    consumer: &BaseConsumer<WorkerContext>,
+    tpl: &TopicPartitionList,
+) -> KafkaResult<()> {
+    let mut attempt = 0;
+    loop {
+        match consumer.commit(tpl, CommitMode::Sync) {
+            Err(KafkaError::ConsumerCommit(code))
+                if code != RDKafkaErrorCode::NoOffset && attempt < 3 =>
+            {
+                attempt += 1;
+                tracing::warn!(error = %code, attempt, "Final commit failed; trying again");
+                std::thread::sleep(Duration::from_millis(100 * attempt));
+            }
+            other => return other,
         }
     }
 }

@@ -210,15 +210,8 @@ fn run_worker(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("enricher: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let core = match runtime.block_on(async { enricher::worker::build(&config) }) {
         Ok(core) => core,
@@ -314,15 +307,8 @@ fn run_pipe(args: PipeArgs) -> ExitCode {
     if let Some(c) = args.concurrency {
         config.pipe.concurrency = c;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("enricher: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let core = match enricher::worker::build(&config) {
@@ -364,4 +350,12 @@ fn run_pipe(args: PipeArgs) -> ExitCode {
             }
         }
     })
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("enricher: cannot start the runtime: {e}"))
+        .ok()
 }

@@ -6,6 +6,7 @@
 
 mod cache;
 mod dns;
+mod faults;
 mod geoip;
 mod kafka;
 mod pipe;
