@@ -231,3 +231,63 @@ fn graceful_shutdown_commits_what_was_produced_and_a_restart_resumes() {
     assert_eq!(dups, 0, "a graceful stop leaves nothing to redo");
     w.stop();
 }
+
+#[test]
+fn preserve_order_keeps_each_partitions_records_in_input_order() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dns = rt
+        .block_on(test_support::DnsServer::start(
+            test_support::Behaviour::default().with_latency(Duration::from_millis(20)),
+        ))
+        .unwrap();
+    let kafka = MockKafka::start(1).unwrap();
+    let topic = "bro_conn_ordered";
+    kafka.create_topic(topic, 2).unwrap();
+    kafka.create_topic(&format!("{topic}_enr"), 2).unwrap();
+    let dbs = write_dbs();
+    let mut c = kafka_config(&dbs, &kafka, topic);
+    c.dns.enabled = true;
+    c.dns.servers = vec![dns.addr()];
+    c.dns.qps = 100_000;
+    c.dns.burst = 100_000;
+    c.worker.preserve_order = true;
+    let n = 600;
+    // Every 5th record has a fresh address (a 20 ms lookup); the rest hit L1.
+    let input: Vec<String> = (0..n)
+        .map(|id| {
+            let orig = if id % 5 == 0 {
+                format!("10.7.{}.{}", id / 250, id % 250)
+            } else {
+                "10.8.0.1".to_string()
+            };
+            format!(r#"{{"id":{id},"id.orig_h":"{orig}"}}"#)
+        })
+        .collect();
+    kafka.produce(topic, 2, &input).unwrap();
+    let w = Worker::start(&c);
+    let out = kafka
+        .read_all(&format!("{topic}_enr"), n, Duration::from_secs(30))
+        .unwrap();
+    w.stop();
+    assert_eq!(out.len(), n);
+    for p in 0..2 {
+        let ids: Vec<u64> = out
+            .iter()
+            .filter(|r| r.partition == p)
+            .map(|r| {
+                count_ids(std::slice::from_ref(r), "id")
+                    .0
+                    .into_iter()
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ids.len(), n / 2, "same partition number as the input");
+        assert!(ids.iter().all(|id| id % 2 == p as u64));
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} in input order"
+        );
+    }
+    assert!(out.iter().all(|r| r.text().contains("_ptr")));
+}

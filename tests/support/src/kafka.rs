@@ -88,8 +88,9 @@ impl MockKafka {
             .context("creating a test producer")
     }
 
-    /// Produces the payloads (keyed by their index, round-robin over
-    /// `partitions`), and waits until all are delivered.
+    /// Produces the payloads (keyed by their index, with the index in a
+    /// `test.seq` header, round-robin over `partitions`), and waits until
+    /// all are delivered.
     pub fn produce<I, P>(&self, topic: &str, partitions: i32, payloads: I) -> anyhow::Result<usize>
     where
         I: IntoIterator<Item = P>,
@@ -100,9 +101,14 @@ impl MockKafka {
         for (i, payload) in payloads.into_iter().enumerate() {
             let key = i.to_string();
             let partition = (i % partitions.max(1) as usize) as i32;
+            let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                key: "test.seq",
+                value: Some(key.as_str()),
+            });
             let mut record = BaseRecord::to(topic)
                 .payload(payload.as_ref())
                 .key(key.as_bytes())
+                .headers(headers)
                 .partition(partition);
             loop {
                 match producer.send(record) {
