@@ -1,0 +1,72 @@
+# syntax=docker/dockerfile:1
+# Image of the enrichment worker: `enricher run --config /etc/enricher/enricher.toml`.
+#
+#   docker build -t enricher:dev .
+#   docker run --rm -v "$PWD/enricher.toml:/etc/enricher/enricher.toml:ro" -p 9102:9102 enricher:dev
+#   docker run --rm enricher:dev /etc/enricher/other.toml --brokers kafka:9092
+#
+# Stage 1 builds the dependencies once against dummy sources (cached as long as
+# Cargo.toml/Cargo.lock and the crate manifests do not change), then the real
+# release binary. Stage 2 carries only the binary and the shared libraries it
+# links (libssl3, ca-certificates for TLS to Kafka/Redis).
+
+ARG RUST_VERSION=1
+ARG DEBIAN_RELEASE=bookworm
+
+FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
+WORKDIR /src
+
+# rdkafka (ssl, zstd) builds librdkafka from source: it needs a C toolchain,
+# make, perl, pkg-config and the OpenSSL headers, all in rust:*-bookworm; cmake
+# is not needed. Nothing else is installed here.
+
+# --- dependency layer: manifests plus empty targets --------------------------
+COPY Cargo.toml Cargo.lock ./
+COPY acker/Cargo.toml acker/Cargo.toml
+COPY enricher/Cargo.toml enricher/Cargo.toml
+COPY tests/support/Cargo.toml tests/support/Cargo.toml
+RUN mkdir -p acker/src enricher/src enricher/benches tests/support/src \
+ && echo 'fn main() {}' > enricher/src/main.rs \
+ && touch enricher/src/lib.rs acker/src/lib.rs tests/support/src/lib.rs \
+ && echo 'fn main() {}' > enricher/benches/enrich.rs \
+ && cargo build --release --locked -p enricher --bin enricher \
+ && rm -rf acker/src enricher/src enricher/benches tests/support/src \
+           target/release/enricher target/release/deps/enricher-* \
+           target/release/deps/libenricher-* target/release/deps/acker-* \
+           target/release/deps/libacker-* target/release/.fingerprint/enricher-* \
+           target/release/.fingerprint/acker-*
+
+# --- the real build -----------------------------------------------------------
+COPY acker acker
+COPY enricher enricher
+COPY tests/support tests/support
+RUN cargo build --release --locked -p enricher --bin enricher \
+ && install -D -m 0755 target/release/enricher /out/enricher
+
+# --- runtime ------------------------------------------------------------------
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+
+# Only the TLS runtime and CA bundle. Versions are left to the bookworm
+# security archive on purpose so that a rebuild picks up OpenSSL fixes.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
+ && rm -rf /var/lib/apt/lists/*
+
+# Numeric, non-root user so that Kubernetes' runAsNonRoot can verify it.
+RUN groupadd --system --gid 10001 enricher \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin enricher \
+ && mkdir -p /etc/enricher /geoip \
+ && chown 10001:10001 /geoip
+
+COPY --from=builder /out/enricher /usr/local/bin/enricher
+
+USER 10001:10001
+ENV ENRICHER_LOG=info \
+    ENRICHER_LOG_FORMAT=json
+EXPOSE 9102
+# The config path is the argument: `docker run IMAGE /other/path.toml [flags]`.
+# For `check-config` or `pipe`, override the entrypoint.
+ENTRYPOINT ["/usr/local/bin/enricher", "run", "--config"]
+CMD ["/etc/enricher/enricher.toml"]

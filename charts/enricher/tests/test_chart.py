@@ -1,0 +1,404 @@
+"""Renders charts/enricher with real Helm (helm-python-sdk) for several value
+sets, validates every core Kubernetes object against the 1.30 schemas
+(kubernetes-validate, strict) and checks what matters in the output.
+
+Run through scripts/chart-test.sh, which sets up the virtualenv.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+CHART = Path(__file__).resolve().parents[1]
+REPO = CHART.parents[1]
+KUBE_VERSION = "1.30"
+# Custom resources: no schema in kubernetes-validate; checked by hand below.
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+SECRET_KEY = re.compile(r"password|secret|token|jaas|credential|license", re.I)
+
+SASL_TLS = {
+    "tls": {
+        "enabled": True,
+        "caSecret": {"name": "kafka-ca", "key": "ca.crt"},
+        "clientCertSecret": {"name": "kafka-client", "certKey": "tls.crt", "keyKey": "tls.key"},
+        "keyPasswordSecret": {"name": "kafka-client-key", "key": "password"},
+    },
+    "sasl": {
+        "enabled": True,
+        "mechanism": "SCRAM-SHA-512",
+        "usernameSecret": {"name": "kafka-user", "key": "username"},
+        "passwordSecret": {"name": "kafka-user", "key": "password"},
+    },
+}
+
+VALUE_SETS: dict[str, dict] = {
+    "defaults": {},
+    "three-topics-keda-tls-sasl": {
+        "kafka": {"brokers": "k0:9093,k1:9093,k2:9093", **SASL_TLS},
+        "redis": {"urlSecret": {"name": "redis", "key": "url"}},
+        "geoip": {
+            "source": "geoipupdate",
+            "geoipupdate": {"accountSecret": {"name": "maxmind"}},
+        },
+        "serviceMonitor": {"enabled": True},
+        "autoscaling": {"keda": {"enabled": True, "lagThreshold": 5000}},
+        "config": {"dns": {"servers": ["10.0.0.53:53"], "qps": 200}},
+        "topics": [
+            {"name": "bro_conn", "partitions": 12},
+            {"name": "bro_dns", "partitions": 6, "outputTopic": "bro_dns_enriched",
+             "autoscaling": {"keda": {"maxReplicaCount": 4, "minReplicaCount": 2}},
+             "resources": {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "3Gi"}}},
+            {"name": "suricata.eve", "partitions": 3,
+             "config": {"worker": {"preserve_order": True}}},
+        ],
+    },
+    "tls-hpa-claim-custom-port": {
+        "kafka": {"tls": {"enabled": True, "caSecret": {"name": "kafka-ca"}}},
+        "redis": {"url": "redis://redis.cache:6379/0"},
+        "geoip": {"source": "existingClaim", "existingClaim": "geoip-dbs"},
+        "config": {"worker": {"metrics_addr": "0.0.0.0:9200", "shutdown_grace_ms": 40500},
+                   "kafka": {"producer_properties": {"linger.ms": 10, "message.timeout.ms": 300000},
+                             "consumer_properties": {"fetch.max.bytes": "52428800"}}},
+        "topics": [
+            {"name": "bro_http", "partitions": 8,
+             "autoscaling": {"hpa": {"enabled": True, "maxReplicas": 8}}},
+            {"name": "bro_ssl", "partitions": 4, "replicas": 4,
+             "config": {"dns": {"enabled": False}}},
+        ],
+    },
+    "sasl-plaintext-configmap-geoip": {
+        "kafka": {"sasl": {"enabled": True, "mechanism": "PLAIN", "username": "enricher",
+                           "passwordSecret": {"name": "kafka-pass"}}},
+        "geoip": {"source": "configMap", "configMap": "geoip-small", "asnFile": ""},
+        "dashboard": {"enabled": False},
+        "podDisruptionBudget": {"enabled": False},
+        "topics": [{"name": "fw", "partitions": 2, "replicas": 2}],
+    },
+}
+
+
+def render(values: dict) -> list[dict]:
+    with helm_python.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(values)
+        out = chart.render(values, name="fleet", namespace="logs")
+    objs = []
+    for path, text in sorted(out.items()):
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                objs.append(doc)
+    return objs
+
+
+def merged_topics(values: dict) -> list[dict]:
+    if "topics" in values:
+        return values["topics"]
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    return defaults["topics"]
+
+
+def by_kind(objs: list[dict], kind: str) -> list[dict]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def worker_toml(objs: list[dict], deployment: dict) -> dict:
+    vols = deployment["spec"]["template"]["spec"]["volumes"]
+    cm_name = next(v["configMap"]["name"] for v in vols if v["name"] == "config")
+    cm = next(o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == cm_name)
+    return tomllib.loads(cm["data"]["enricher.toml"])
+
+
+def container(deployment: dict, name: str = "enricher") -> dict:
+    return next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+
+
+@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
+def case(request):
+    values = copy.deepcopy(VALUE_SETS[request.param])
+    return request.param, values, render(values)
+
+
+def test_lint():
+    report = helm_python.lint(str(CHART), strict=True, kube_version="v1.30.0")
+    assert not report["errors"], report
+    bad = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_lint_with_values(name):
+    report = helm_python.lint(str(CHART), VALUE_SETS[name], strict=True, kube_version="v1.30.0")
+    assert not report["errors"], report
+    assert not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
+def test_core_objects_validate(case):
+    _, _, objs = case
+    checked = 0
+    for obj in objs:
+        if obj["kind"] in CRD_KINDS:
+            continue
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        checked += 1
+    assert checked > 0
+
+
+def test_one_deployment_configmap_service_per_topic(case):
+    _, values, objs = case
+    topics = merged_topics(values)
+    deps = by_kind(objs, "Deployment")
+    assert len(deps) == len(topics)
+    assert len(by_kind(objs, "Service")) == len(topics)
+    worker_cms = [c for c in by_kind(objs, "ConfigMap") if "enricher.toml" in c.get("data", {})]
+    assert len(worker_cms) == len(topics)
+    inputs = sorted(worker_toml(objs, d)["kafka"]["input_topic"] for d in deps)
+    assert inputs == sorted(t["name"] for t in topics)
+    names = [o["metadata"]["name"] for o in objs]
+    for kind in ("Deployment", "Service", "ConfigMap", "PodDisruptionBudget"):
+        ks = [o["metadata"]["name"] for o in by_kind(objs, kind)]
+        assert len(ks) == len(set(ks)), (kind, names)
+    if values.get("podDisruptionBudget", {}).get("enabled", True):
+        assert len(by_kind(objs, "PodDisruptionBudget")) == len(topics)
+
+
+def test_security_context(case):
+    _, _, objs = case
+    for dep in by_kind(objs, "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        for c in pod["containers"] + pod.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True, c["name"]
+            assert sc["readOnlyRootFilesystem"] is True, c["name"]
+            assert sc["allowPrivilegeEscalation"] is False, c["name"]
+            assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
+            assert "add" not in sc["capabilities"], c["name"]
+            assert c.get("resources", {}).get("requests"), c["name"]
+            assert c.get("resources", {}).get("limits", {}).get("memory"), c["name"]
+
+
+def test_probes_and_grace_match_worker_config(case):
+    _, _, objs = case
+    for dep in by_kind(objs, "Deployment"):
+        cfg = worker_toml(objs, dep)
+        port = int(cfg["worker"]["metrics_addr"].rsplit(":", 1)[1])
+        c = container(dep)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports["metrics"] == port
+
+        def resolve(probe):
+            p = probe["httpGet"]["port"]
+            return ports[p] if isinstance(p, str) else p
+
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            assert resolve(c[probe]) == port, probe
+        assert c["args"][-2:] == ["--config", "/etc/enricher/enricher.toml"]
+        grace = cfg["worker"].get("shutdown_grace_ms", 25000)
+        assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == math.ceil(grace / 1000) + 5
+        svc = next(s for s in by_kind(objs, "Service") if s["metadata"]["name"] == dep["metadata"]["name"])
+        assert svc["spec"]["ports"][0]["port"] == port
+        assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_scaling_never_above_partitions(case):
+    _, values, objs = case
+    partitions = {}
+    for dep in by_kind(objs, "Deployment"):
+        cfg = worker_toml(objs, dep)
+        partitions[dep["metadata"]["name"]] = next(
+            t["partitions"] for t in merged_topics(values) if t["name"] == cfg["kafka"]["input_topic"])
+        if "replicas" in dep["spec"]:
+            assert dep["spec"]["replicas"] <= partitions[dep["metadata"]["name"]]
+    for so in by_kind(objs, "ScaledObject"):
+        target = so["spec"]["scaleTargetRef"]["name"]
+        assert so["spec"]["maxReplicaCount"] <= partitions[target]
+        assert so["spec"]["minReplicaCount"] <= so["spec"]["maxReplicaCount"]
+        dep = next(d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == target)
+        assert "replicas" not in dep["spec"], "KEDA owns the replica count"
+        trig = so["spec"]["triggers"][0]
+        assert trig["type"] == "kafka"
+        cfg = worker_toml(objs, dep)
+        assert trig["metadata"]["topic"] == cfg["kafka"]["input_topic"]
+        assert trig["metadata"]["consumerGroup"] == cfg["kafka"]["group_id"]
+    for hpa in by_kind(objs, "HorizontalPodAutoscaler"):
+        assert hpa["spec"]["maxReplicas"] <= partitions[hpa["spec"]["scaleTargetRef"]["name"]]
+
+
+def test_keda_case_has_scaledobjects():
+    objs = render(copy.deepcopy(VALUE_SETS["three-topics-keda-tls-sasl"]))
+    sos = by_kind(objs, "ScaledObject")
+    assert len(sos) == 3
+    assert sorted(s["spec"]["maxReplicaCount"] for s in sos) == [3, 4, 12]
+    assert len(by_kind(objs, "TriggerAuthentication")) == 3
+    assert len(by_kind(objs, "ServiceMonitor")) == 3
+    assert not by_kind(objs, "HorizontalPodAutoscaler")
+
+
+def walk_keys(d, prefix=""):
+    for k, v in d.items():
+        yield f"{prefix}{k}", v
+        if isinstance(v, dict):
+            yield from walk_keys(v, f"{prefix}{k}.")
+
+
+def test_no_secret_in_configmaps(case):
+    _, _, objs = case
+    for cm in by_kind(objs, "ConfigMap"):
+        for key, text in cm.get("data", {}).items():
+            if key.endswith(".toml"):
+                for path, value in walk_keys(tomllib.loads(text)):
+                    assert not SECRET_KEY.search(path.rsplit(".", 1)[-1]) or path.endswith("sasl.username"), path
+                    if isinstance(value, str) and value.startswith("redis"):
+                        assert "@" not in value, path
+    # Secrets reach the worker only through secretKeyRef.
+    for dep in by_kind(objs, "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        for c in pod["containers"] + pod.get("initContainers", []):
+            for env in c.get("env", []):
+                if SECRET_KEY.search(env["name"]) or env["name"] in (
+                        "ENRICHER_REDIS__URL", "GEOIPUPDATE_ACCOUNT_ID"):
+                    assert "value" not in env, env
+                    assert "secretKeyRef" in env["valueFrom"], env
+
+
+def test_sasl_tls_wiring():
+    objs = render(copy.deepcopy(VALUE_SETS["three-topics-keda-tls-sasl"]))
+    for dep in by_kind(objs, "Deployment"):
+        cfg = worker_toml(objs, dep)
+        props = cfg["kafka"]["properties"]
+        assert props["security.protocol"] == "SASL_SSL"
+        assert props["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert props["ssl.ca.location"] == "/etc/kafka-tls/ca/ca.crt"
+        assert "redis" not in cfg or "url" not in cfg["redis"]
+        env = {e["name"]: e for e in container(dep)["env"]}
+        assert env["ENRICHER_KAFKA__PROPERTIES__SASL.PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "kafka-user", "key": "password"}
+        assert "ENRICHER_KAFKA__PROPERTIES__SASL.USERNAME" in env
+        assert "ENRICHER_KAFKA__PROPERTIES__SSL.KEY.PASSWORD" in env
+        assert env["ENRICHER_REDIS__URL"]["valueFrom"]["secretKeyRef"]["name"] == "redis"
+        pod = dep["spec"]["template"]["spec"]
+        assert [c["name"] for c in pod["containers"]] == ["enricher", "geoipupdate"]
+        assert [c["name"] for c in pod["initContainers"]] == ["geoipupdate-init"]
+        assert cfg["geoip"]["city"] == "/geoip/GeoLite2-City.mmdb"
+    by_name = {worker_toml(objs, d)["kafka"]["input_topic"]: worker_toml(objs, d) for d in by_kind(objs, "Deployment")}
+    assert by_name["bro_dns"]["kafka"]["output_topic"] == "bro_dns_enriched"
+    assert by_name["bro_conn"]["kafka"]["output_topic"] == "bro_conn_enr"
+    assert by_name["suricata.eve"]["worker"]["preserve_order"] is True
+    assert by_name["bro_conn"]["dns"]["servers"] == ["10.0.0.53:53"]
+
+
+def test_dashboard():
+    objs = render(copy.deepcopy(VALUE_SETS["three-topics-keda-tls-sasl"]))
+    cms = [c for c in by_kind(objs, "ConfigMap") if c["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    assert len(cms) == 1
+    dash = json.loads(next(iter(cms[0]["data"].values())))
+    exprs = " ".join(t["expr"] for p in dash["panels"] for t in p.get("targets", []))
+    for metric in ("enricher_records_total", "acker_consumer_lag_records", "acker_timestamp_diff_seconds",
+                   "enricher_dns_queries_total", "enricher_dns_budget_qps", "enricher_cache_requests_total",
+                   'outcome=\\"dead_lettered\\"'.replace("\\", ""), "enricher_geoip_age_seconds"):
+        assert metric in exprs, metric
+    table = next(p for p in dash["panels"] if p["type"] == "table")
+    for flow in ("bro_conn -> bro_conn_enr", "bro_dns -> bro_dns_enriched", "suricata.eve -> suricata.eve_enr"):
+        assert flow in table["targets"][0]["expr"]
+    rows = [p for p in dash["panels"] if p["type"] == "row"]
+    assert len(rows) == 3
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def _fails(values: dict, match: str):
+    with pytest.raises((helm_python.HelmRenderError, helm_python.HelmValuesError)) as err:
+        render(values)
+    assert re.search(match, str(err.value)), str(err.value)
+
+
+def test_keda_max_above_partitions_fails():
+    _fails({"topics": [{"name": "a", "partitions": 3,
+                        "autoscaling": {"keda": {"enabled": True, "maxReplicaCount": 4}}}]},
+           "above its 3 partitions")
+
+
+def test_hpa_max_above_partitions_fails():
+    _fails({"topics": [{"name": "a", "partitions": 2,
+                        "autoscaling": {"hpa": {"enabled": True, "maxReplicas": 5}}}]},
+           "above its 2 partitions")
+
+
+def test_replicas_above_partitions_fails():
+    _fails({"topics": [{"name": "a", "partitions": 2, "replicas": 3}]}, "above its 2 partitions")
+
+
+def test_hpa_and_keda_together_fail():
+    _fails({"autoscaling": {"hpa": {"enabled": True}, "keda": {"enabled": True}}}, "not both")
+
+
+def test_secret_in_properties_refused():
+    _fails({"config": {"kafka": {"properties": {"sasl.password": "hunter2"}}}}, "sasl.password")
+    _fails({"redis": {"url": "redis://:hunter2@redis:6379/0"}}, "redis")
+
+
+def test_sasl_needs_password_secret():
+    _fails({"kafka": {"sasl": {"enabled": True, "username": "u"}}}, "passwordSecret")
+
+
+def test_duplicate_topic_ids_fail():
+    _fails({"topics": [{"name": "a_b", "partitions": 1}, {"name": "a.b", "partitions": 1}]}, "same name")
+
+
+def test_chart_owned_keys_refused():
+    _fails({"config": {"kafka": {"input_topic": "x"}}}, "input_topic")
+
+
+def _enricher_bin() -> str | None:
+    for cand in (os.environ.get("ENRICHER_BIN"), REPO / "target/release/enricher", REPO / "target/debug/enricher",
+                 shutil.which("enricher")):
+        if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
+            return str(cand)
+    return None
+
+
+def test_worker_accepts_rendered_config(case, tmp_path):
+    """`enricher check-config` parses each rendered TOML (unknown keys are rejected)."""
+    binary = _enricher_bin()
+    if binary is None:
+        pytest.skip("no enricher binary built (set ENRICHER_BIN)")
+    _, _, objs = case
+    for cm in by_kind(objs, "ConfigMap"):
+        if "enricher.toml" not in cm.get("data", {}):
+            continue
+        f = tmp_path / f"{cm['metadata']['name']}.toml"
+        f.write_text(cm["data"]["enricher.toml"])
+        dep = next(d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == cm["metadata"]["name"])
+        # The Deployment's environment, with a made-up value for each Secret.
+        env = {"PATH": os.environ.get("PATH", "")}
+        for e in container(dep)["env"]:
+            fake = "enricher-user" if e["name"].endswith("USERNAME") else "S3cr3t-from-a-Secret-123"
+            env[e["name"]] = e.get("value", fake)
+        if "ENRICHER_REDIS__URL" in env:
+            env["ENRICHER_REDIS__URL"] = "redis://:S3cr3t-from-a-Secret-123@redis:6379/0"
+        res = subprocess.run([binary, "check-config", str(f)], capture_output=True, text=True, timeout=30, env=env)
+        assert res.returncode == 0, (cm["metadata"]["name"], res.stdout, res.stderr)
+        assert "S3cr3t" not in res.stdout + res.stderr, "a secret was printed unmasked"
+        shown = tomllib.loads(res.stdout)
+        props = shown["kafka"]["properties"]
+        if "ENRICHER_KAFKA__PROPERTIES__SASL.PASSWORD" in env:
+            assert "sasl.password" in props, props
