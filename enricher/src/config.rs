@@ -176,6 +176,10 @@ pub struct WorkerConfig {
     /// partition number of the output topic. Records that wait for lookups
     /// then hold up the records behind them.
     pub preserve_order: bool,
+    /// Copy records to the output topic unchanged: no parsing, no lookups,
+    /// no dead letters. The load test's ceiling, and a bypass while a
+    /// dependency is being repaired.
+    pub passthrough: bool,
     /// Bind address of `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`).
     pub metrics_addr: SocketAddr,
     /// How often librdkafka reports statistics (high watermarks, broker state), in milliseconds.
@@ -193,6 +197,7 @@ impl Default for WorkerConfig {
             drain_timeout_ms: 10_000,
             shutdown_grace_ms: 25_000,
             preserve_order: false,
+            passthrough: false,
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9102)),
             stats_interval_ms: 5_000,
             progress_log_secs: 10,

@@ -525,6 +525,7 @@ pub fn run(
         per_partition: config.worker.max_in_flight_per_partition,
         total: config.worker.max_in_flight,
         preserve_order: config.worker.preserve_order,
+        passthrough: config.worker.passthrough,
         scratch: Scratch::default(),
         out: Vec::with_capacity(64 * 1024),
         all_paused: false,
@@ -545,6 +546,7 @@ struct Loop {
     per_partition: usize,
     total: usize,
     preserve_order: bool,
+    passthrough: bool,
     scratch: Scratch,
     out: Vec<u8>,
     all_paused: bool,
@@ -658,6 +660,10 @@ impl Loop {
         };
         let opaque = pack(slot, offset);
         self.enricher.stats().records_in.inc();
+        if self.passthrough {
+            self.produce(msg, opaque, msg.payload());
+            return;
+        }
         let Some(payload) = msg.payload() else {
             // A tombstone: nothing to enrich; passed through so compaction
             // semantics survive downstream.

@@ -291,3 +291,28 @@ fn preserve_order_keeps_each_partitions_records_in_input_order() {
     }
     assert!(out.iter().all(|r| r.text().contains("_ptr")));
 }
+
+#[test]
+fn passthrough_copies_every_record_unchanged_including_bad_ones() {
+    let kafka = MockKafka::start(1).unwrap();
+    let topic = "bro_conn_passthrough";
+    kafka.create_topic(topic, 2).unwrap();
+    kafka.create_topic(&format!("{topic}_enr"), 2).unwrap();
+    let dbs = write_dbs();
+    let mut c = kafka_config(&dbs, &kafka, topic);
+    c.worker.passthrough = true;
+    let mut input = records(0, 500);
+    input.push(r#"{"id":500,"broken"#.to_string());
+    kafka.produce(topic, 2, &input).unwrap();
+    let w = Worker::start(&c);
+    let out = kafka
+        .read_all(&format!("{topic}_enr"), input.len(), Duration::from_secs(30))
+        .unwrap();
+    let report = w.stop();
+    assert_eq!(out.len(), input.len());
+    let mut texts: Vec<String> = out.iter().map(|r| r.text()).collect();
+    texts.sort();
+    input.sort();
+    assert_eq!(texts, input, "byte for byte, nothing dead-lettered");
+    assert_eq!(report.dead_lettered, 0);
+}
