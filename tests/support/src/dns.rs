@@ -60,6 +60,85 @@ pub struct Behaviour {
     pub ttl: u32,
     /// TTL and minimum of the SOA sent with `NXDOMAIN`, in seconds.
     pub negative_ttl: u32,
+    /// A realistic upstream for load tests: random latency and a share of failures for
+    /// addresses without an override, on top of `default` and `latency`.
+    pub mix: Option<Mix>,
+}
+
+/// A load-test upstream: each query waits a log-normal latency, and each address is, for
+/// good, one that answers `NXDOMAIN`, `SERVFAIL`, nothing at all, or `default`.
+///
+/// Which addresses fail is decided by a hash of the address, so a failing address fails
+/// every time, as on a real network, and the resolver's negative caching shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mix {
+    /// Half of the queries are answered faster than this.
+    pub median: Duration,
+    /// 99% of the queries are answered faster than this (at least `median`).
+    pub p99: Duration,
+    /// Addresses answered with `NXDOMAIN`, per thousand.
+    pub nxdomain_per_mille: u32,
+    /// Addresses answered with `SERVFAIL`, per thousand.
+    pub servfail_per_mille: u32,
+    /// Addresses never answered (the client times out), per thousand.
+    pub silence_per_mille: u32,
+}
+
+impl Mix {
+    /// The answer an address always gets under this mix.
+    pub fn answer_for(&self, ip: IpAddr, default: &Answer) -> Answer {
+        let bucket = (splitmix(hash_ip(ip)) % 1000) as u32;
+        let nx = self.nxdomain_per_mille;
+        let sf = nx + self.servfail_per_mille;
+        let si = sf + self.silence_per_mille;
+        if bucket < nx {
+            Answer::NxDomain
+        } else if bucket < sf {
+            Answer::ServFail
+        } else if bucket < si {
+            Answer::Silence
+        } else {
+            default.clone()
+        }
+    }
+
+    /// A latency drawn from the log-normal distribution with this median and p99;
+    /// `draw` is any 64-bit number, spread by a hash.
+    pub fn latency(&self, draw: u64) -> Duration {
+        let median = self.median.as_secs_f64();
+        if median <= 0.0 {
+            return Duration::ZERO;
+        }
+        // z of the 99th percentile of the standard normal distribution.
+        const Z99: f64 = 2.326_347_874;
+        let sigma = (self.p99.as_secs_f64().max(median) / median).ln() / Z99;
+        // Box-Muller from two uniform draws in (0, 1].
+        let a = splitmix(draw);
+        let b = splitmix(a);
+        let u1 = ((a >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = (b >> 11) as f64 / (1u64 << 53) as f64;
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        // Capped at 20 medians, so a draw far in the tail cannot hold a query for minutes.
+        Duration::from_secs_f64((median * (sigma * z).exp()).min(median * 20.0))
+    }
+}
+
+fn hash_ip(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let n = u128::from(v6);
+            (n as u64) ^ splitmix((n >> 64) as u64)
+        }
+    }
+}
+
+/// SplitMix64's output function: a cheap, well-spread hash of a 64-bit number.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl Default for Behaviour {
@@ -71,6 +150,7 @@ impl Default for Behaviour {
             latency: Duration::ZERO,
             ttl: 300,
             negative_ttl: 60,
+            mix: None,
         }
     }
 }
@@ -95,6 +175,13 @@ impl Behaviour {
     #[must_use]
     pub fn with_latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
+        self
+    }
+
+    /// Sets a load-test mix of latency and failures.
+    #[must_use]
+    pub fn with_mix(mut self, mix: Mix) -> Self {
+        self.mix = Some(mix);
         self
     }
 
@@ -340,22 +427,34 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        self.shared.total.fetch_add(1, Ordering::SeqCst);
+        let nth = self.shared.total.fetch_add(1, Ordering::SeqCst);
         let behaviour = Arc::clone(&lock(&self.shared.behaviour));
         let target = classify(request);
         if let Target::Ptr(ip) = target {
             *lock(&self.shared.per_ip).entry(ip).or_insert(0) += 1;
         }
 
-        if !behaviour.latency.is_zero() {
-            tokio::time::sleep(behaviour.latency).await;
+        let mut latency = behaviour.latency;
+        if let Some(mix) = &behaviour.mix {
+            latency += mix.latency(nth);
+        }
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
 
         let reply = match target {
             Target::Unsupported => Reply::Code(ResponseCode::Refused),
             Target::UnknownName => Reply::NxDomain,
             Target::Ptr(ip) => {
-                let mut answer = behaviour.overrides.get(&ip).unwrap_or(&behaviour.default);
+                let mixed;
+                let mut answer = match (behaviour.overrides.get(&ip), &behaviour.mix) {
+                    (Some(answer), _) => answer,
+                    (None, Some(mix)) => {
+                        mixed = mix.answer_for(ip, &behaviour.default);
+                        &mixed
+                    }
+                    (None, None) => &behaviour.default,
+                };
                 while let Answer::Delay(delay, inner) = answer {
                     tokio::time::sleep(*delay).await;
                     answer = inner;
@@ -720,5 +819,30 @@ mod tests {
         let resolver = resolver_for(&server, Duration::from_millis(300));
         server.shutdown().await;
         assert!(ptr(&resolver, V4).await.is_err());
+    }
+
+    #[test]
+    fn a_mix_fails_the_same_share_of_addresses_every_time_and_spreads_latency() {
+        let mix = Mix {
+            median: Duration::from_millis(20),
+            p99: Duration::from_millis(80),
+            nxdomain_per_mille: 50,
+            servfail_per_mille: 10,
+            silence_per_mille: 10,
+        };
+        let answers: Vec<Answer> = (0..20_000u32)
+            .map(|n| mix.answer_for(IpAddr::V4(Ipv4Addr::from(n * 7919)), &Answer::Synth))
+            .collect();
+        let share = |a: Answer| answers.iter().filter(|x| **x == a).count() as f64 / 20_000.0;
+        assert!((share(Answer::NxDomain) - 0.05).abs() < 0.01);
+        assert!((share(Answer::ServFail) - 0.01).abs() < 0.005);
+        assert!((share(Answer::Silence) - 0.01).abs() < 0.005);
+        assert_eq!(mix.answer_for(V4, &Answer::Synth), mix.answer_for(V4, &Answer::Synth));
+        let mut latencies: Vec<Duration> = (0..20_000).map(|n| mix.latency(n)).collect();
+        latencies.sort();
+        let median = latencies[10_000].as_secs_f64() * 1000.0;
+        let p99 = latencies[19_800].as_secs_f64() * 1000.0;
+        assert!((17.0..23.0).contains(&median), "median {median} ms");
+        assert!((65.0..95.0).contains(&p99), "p99 {p99} ms");
     }
 }

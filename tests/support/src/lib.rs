@@ -21,7 +21,7 @@ pub mod kafka;
 pub mod mmdb;
 mod redis;
 
-pub use dns::{Answer, Behaviour, DnsServer, synth_name};
+pub use dns::{Answer, Behaviour, DnsServer, Mix, synth_name};
 pub use redis::RedisServer;
 
 /// Returns a loopback TCP port that was free a moment ago.
