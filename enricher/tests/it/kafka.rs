@@ -306,7 +306,11 @@ fn passthrough_copies_every_record_unchanged_including_bad_ones() {
     kafka.produce(topic, 2, &input).unwrap();
     let w = Worker::start(&c);
     let out = kafka
-        .read_all(&format!("{topic}_enr"), input.len(), Duration::from_secs(30))
+        .read_all(
+            &format!("{topic}_enr"),
+            input.len(),
+            Duration::from_secs(30),
+        )
         .unwrap();
     let report = w.stop();
     assert_eq!(out.len(), input.len());
