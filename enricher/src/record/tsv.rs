@@ -4,7 +4,7 @@
 //! a TSV record and a JSON record of the same event go through the same scan
 //! and come out with the same enrichment.
 
-use memchr::{memchr, memmem};
+use memchr::{memchr, memchr2, memmem};
 
 use super::RecordError;
 use super::json::{is_number, write_escaped};
@@ -276,7 +276,7 @@ impl TsvReader {
 /// as a string, so no row is lost to an odd value.
 fn value(ty: Scalar, cell: &[u8], empty_field: &[u8], scratch: &mut Vec<u8>, out: &mut Vec<u8>) {
     match (ty, cell) {
-        (Scalar::Number, _) if is_number(cell) => out.extend_from_slice(cell),
+        (Scalar::Number, _) if is_number(cell) && fits_f64(cell) => out.extend_from_slice(cell),
         (Scalar::Bool, b"T") => out.extend_from_slice(b"true"),
         (Scalar::Bool, b"F") => out.extend_from_slice(b"false"),
         _ if cell == empty_field => out.extend_from_slice(b"\"\""),
@@ -286,6 +286,21 @@ fn value(ty: Scalar, cell: &[u8], empty_field: &[u8], scratch: &mut Vec<u8>, out
             write_lossy(out, scratch);
         }
     }
+}
+
+/// Whether a number (already known to match the JSON grammar) is within an
+/// `f64`'s range. JSON sets no limit, but common readers (serde_json, Go's
+/// encoding/json) refuse a record holding `1e400`; Zeek never writes one, so
+/// such a cell is kept as a string like any other odd value.
+fn fits_f64(number: &[u8]) -> bool {
+    // Without an exponent, 308 characters stay below f64::MAX (about 1.8e308).
+    if number.len() <= 308 && memchr2(b'e', b'E', number).is_none() {
+        return true;
+    }
+    std::str::from_utf8(number)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .is_some_and(f64::is_finite)
 }
 
 /// Splits `s` on `sep` (every piece, including empty ones); an empty
@@ -449,6 +464,42 @@ mod tests {
         // breaking the output.
         let mut reader = TsvReader::with_fields(&["c", "d"], Some(&["count", "double"]), None);
         assert_eq!(raw_row(&mut reader, b"01\t1."), r#"{"c":"01","d":"1."}"#);
+    }
+
+    #[test]
+    fn numbers_beyond_an_f64_stay_strings() {
+        // Found by the `tsv` fuzz target (see fuzz/README.md), minimised: a
+        // `time` of 9e408 was written as a number serde_json cannot read.
+        let input = b"#fields\t\n#types\ttime\n9e408";
+        let mut reader = TsvReader::new();
+        let mut out = Vec::new();
+        let mut rows = Vec::new();
+        for line in input.split(|&b| b == b'\n') {
+            if reader.line(line, &mut out) == Ok(TsvLine::Row) {
+                rows.push(String::from_utf8(out.clone()).expect("utf8"));
+            }
+        }
+        assert_eq!(rows, [r#"{"":"9e408"}"#]);
+        let big = format!("2{}", "0".repeat(308));
+        let max = format!("1{}", "0".repeat(308));
+        let mut reader = TsvReader::with_fields(&["d"], Some(&["double"]), None);
+        for (cell, json) in [
+            ("1e308", "1e308".to_string()),
+            ("-1.5E+308", "-1.5E+308".to_string()),
+            ("1e-400", "1e-400".to_string()),
+            ("-1e309", r#""-1e309""#.to_string()),
+            (max.as_str(), max.clone()),
+            (big.as_str(), format!("\"{big}\"")),
+        ] {
+            assert_eq!(
+                raw_row(&mut reader, cell.as_bytes()),
+                format!(r#"{{"d":{json}}}"#),
+                "{cell}"
+            );
+            let v: Value = serde_json::from_str(&raw_row(&mut reader, cell.as_bytes()))
+                .expect("serde_json reads it");
+            assert!(v.is_object());
+        }
     }
 
     #[test]
