@@ -334,7 +334,12 @@ fn classify<'a>(
             TsvLine::Header => Ok(None),
             TsvLine::Row => Ok(Some(tsv_json.as_slice())),
         },
-        // Not JSON and no TSV header: let the JSON scanner name the problem.
+        // No header yet, and tab-separated like a Zeek row: say so, rather
+        // than let the JSON scanner call it "not an object".
+        Some(&first) if first != b'[' && memchr::memchr(b'\t', line).is_some() => {
+            Err(RecordError::TsvNoHeader)
+        }
+        // Neither JSON nor TSV: let the JSON scanner name the problem.
         Some(_) => Ok(Some(line)),
     }
 }
@@ -472,6 +477,35 @@ mod tests {
             base64_into(input.as_bytes(), &mut out);
             assert_eq!(String::from_utf8(out).expect("ascii"), want);
         }
+    }
+
+    #[test]
+    fn a_tsv_row_before_any_header_is_rejected_as_such() {
+        let mut tsv = TsvReader::new();
+        let mut out = Vec::new();
+        let row = b"1.5\tC1\t10.0.0.1\t81.2.69.142";
+        assert_eq!(
+            classify(row, &mut tsv, &mut out),
+            Err(RecordError::TsvNoHeader)
+        );
+        // Anything else that is not an object is left to the JSON scanner.
+        for line in [&b"[1,\t2]"[..], b"1.5 C1", b"x"] {
+            assert_eq!(classify(line, &mut tsv, &mut out), Ok(Some(line)));
+        }
+        assert_eq!(
+            classify(
+                b"#fields\tts\tuid\tid.orig_h\tid.resp_h",
+                &mut tsv,
+                &mut out
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            classify(row, &mut tsv, &mut out),
+            Ok(Some(
+                &br#"{"ts":"1.5","uid":"C1","id.orig_h":"10.0.0.1","id.resp_h":"81.2.69.142"}"#[..]
+            ))
+        );
     }
 
     #[test]
