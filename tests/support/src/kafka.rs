@@ -24,6 +24,19 @@ pub struct MockKafka {
     bootstrap: String,
 }
 
+/// One message for [`MockKafka::produce_messages`], sent as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    /// The partition it goes to.
+    pub partition: i32,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its payload; `None` sends a tombstone.
+    pub payload: Option<Vec<u8>>,
+    /// Its headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
 /// One record read back from a topic.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -84,8 +97,57 @@ impl MockKafka {
             .set("bootstrap.servers", &self.bootstrap)
             .set("linger.ms", "5")
             .set("enable.idempotence", "true")
+            // Room for oversized test records (the default is 1,000,000 bytes).
+            .set("message.max.bytes", "33554432")
             .create()
             .context("creating a test producer")
+    }
+
+    /// Produces the messages exactly as given (a `None` payload is a
+    /// tombstone, an empty one is an empty message; up to 32 MiB each), in
+    /// order, and waits until all are delivered.
+    pub fn produce_messages(&self, topic: &str, messages: &[Outgoing]) -> anyhow::Result<usize> {
+        let producer = self.producer()?;
+        for (i, message) in messages.iter().enumerate() {
+            let mut headers = rdkafka::message::OwnedHeaders::new();
+            for (key, value) in &message.headers {
+                headers = headers.insert(rdkafka::message::Header {
+                    key,
+                    value: Some(value.as_slice()),
+                });
+            }
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+                .partition(message.partition)
+                .headers(headers);
+            if let Some(key) = &message.key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(payload) = &message.payload {
+                record = record.payload(payload.as_slice());
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull,
+                        ),
+                        r,
+                    )) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => bail!("producing test message {i}: {e}"),
+                }
+            }
+        }
+        producer
+            .flush(Duration::from_secs(30))
+            .context("flushing test messages")?;
+        if producer.in_flight_count() > 0 {
+            bail!("{} test messages not delivered", producer.in_flight_count());
+        }
+        Ok(messages.len())
     }
 
     /// Produces the payloads (keyed by their index, with the index in a
