@@ -11,7 +11,7 @@ fn enricher() -> Command {
     Command::new(env!("CARGO_BIN_EXE_enricher"))
 }
 
-fn run(args: &[&str], stdin: &[u8]) -> Output {
+pub(crate) fn run(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = enricher()
         .args(args)
         .stdin(Stdio::piped())
