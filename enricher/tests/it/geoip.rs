@@ -47,6 +47,57 @@ async fn a_corrupt_database_at_start_is_a_config_error() {
 }
 
 #[tokio::test]
+async fn a_corrupt_asn_database_at_start_names_its_key_and_file() {
+    let dbs = write_dbs();
+    let good = std::fs::read(&dbs.asn).unwrap();
+    for bad in [
+        mmdb::garbage(4096),
+        mmdb::truncated(&good),
+        mmdb::corrupt_metadata(&good),
+        mmdb::corrupt_data(&good),
+    ] {
+        mmdb::write_atomically(&dbs.asn, &bad).unwrap();
+        let err = worker::build(&config(&dbs, None, None)).unwrap_err();
+        assert_eq!(err.key, "geoip.asn", "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&path_of(&dbs.asn)) && message.contains("not a usable asn database"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_database_stops_the_binary_with_exit_64_and_one_line() {
+    let dbs = write_dbs();
+    let good = std::fs::read(&dbs.city).unwrap();
+    mmdb::write_atomically(&dbs.city, &mmdb::corrupt_data(&good)).unwrap();
+    for args in [
+        vec!["pipe", "--geoip-city", &path_of(&dbs.city), "--no-dns"],
+        vec![
+            "run",
+            "--geoip-city",
+            &path_of(&dbs.city),
+            "--no-dns",
+            "--input-topic",
+            "t",
+        ],
+    ] {
+        let out = super::pipe::run(&args, b"{}\n");
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(out.stdout.is_empty(), "nothing read or written");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("geoip.city")
+                && stderr.contains(&path_of(&dbs.city))
+                && stderr.contains("verify failed"),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_corrupt_replacement_is_rejected_and_the_old_database_keeps_serving() {
     let dbs = write_dbs();
     let core = build(&config(&dbs, None, None));
@@ -57,18 +108,44 @@ async fn a_corrupt_replacement_is_rejected_and_the_old_database_keeps_serving() 
         "GB"
     );
     let good = std::fs::read(&dbs.city).unwrap();
-    for bad in [
+    let good_asn = std::fs::read(&dbs.asn).unwrap();
+    // Each check uses an address not looked up before, so the answer comes
+    // from the database in use and not from L1.
+    for (n, bad) in [
         mmdb::truncated(&good),
         mmdb::garbage(100),
         mmdb::corrupt_data(&good),
-    ] {
+        mmdb::corrupt_metadata(&good),
+        Vec::new(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         mmdb::write_atomically(&dbs.city, &bad).unwrap();
         assert_eq!(geo.reload_changed(), 0);
+        let fresh = conn("10.0.0.1", &format!("81.2.69.{}", 10 + n));
         assert_eq!(
-            enrich(&core.enricher, &record).await["id.resp_h_country"],
-            "GB"
+            enrich(&core.enricher, &fresh).await["id.resp_h_city"],
+            "London"
         );
     }
+    // The ASN database likewise, and a file that is gone is no replacement.
+    for (n, bad) in [mmdb::corrupt_data(&good_asn), mmdb::truncated(&good_asn)]
+        .into_iter()
+        .enumerate()
+    {
+        mmdb::write_atomically(&dbs.asn, &bad).unwrap();
+        assert_eq!(geo.reload_changed(), 0);
+        let fresh = conn("10.0.0.1", &format!("89.160.20.{}", 10 + n));
+        assert_eq!(
+            enrich(&core.enricher, &fresh).await["id.resp_h_org"],
+            "Bredband2 AB"
+        );
+    }
+    std::fs::remove_file(&dbs.asn).unwrap();
+    assert_eq!(geo.reload_changed(), 0);
+    let fresh = conn("10.0.0.1", "89.160.20.20");
+    assert_eq!(enrich(&core.enricher, &fresh).await["id.resp_h_asn"], 29518);
     // A good replacement is swapped in, and cached entries are rebuilt from it.
     let generation = geo.generation();
     let moved = vec![(
@@ -124,6 +201,45 @@ async fn the_watcher_swaps_a_replaced_file_while_lookups_continue() {
         countries.iter().all(|c| c == "GB" || c == "DE"),
         "{countries:?}"
     );
+    assert_eq!(
+        enrich(&core.enricher, &conn("10.0.0.1", "81.2.69.142")).await["id.resp_h_country"],
+        "DE"
+    );
+}
+
+#[tokio::test]
+async fn the_watcher_keeps_serving_through_a_corrupt_file_and_takes_the_next_good_one() {
+    let dbs = write_dbs();
+    let mut c = config(&dbs, None, None);
+    c.geoip.reload_interval_ms = 20;
+    let core = build(&c);
+    let geo = core.enricher.geoip().clone();
+    let generation = geo.generation();
+    let good = std::fs::read(&dbs.city).unwrap();
+    mmdb::write_atomically(&dbs.city, &mmdb::corrupt_data(&good)).unwrap();
+    // Fresh addresses over a dozen watcher intervals: the old database answers.
+    for n in 0..50 {
+        let record = conn("10.0.0.1", &format!("81.2.69.{}", 100 + n));
+        assert_eq!(
+            enrich(&core.enricher, &record).await["id.resp_h_city"],
+            "London"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(geo.generation(), generation, "the corrupt file was refused");
+    let moved = vec![(
+        "81.2.69.0/24".parse().unwrap(),
+        CityRecord::new("DE", "Germany", None),
+    )];
+    mmdb::write_atomically(&dbs.city, &mmdb::city_db_bytes(&moved, BUILD_EPOCH + 1)).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while geo.generation() == generation {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watcher never took the good file"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         enrich(&core.enricher, &conn("10.0.0.1", "81.2.69.142")).await["id.resp_h_country"],
         "DE"
