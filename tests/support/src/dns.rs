@@ -837,7 +837,10 @@ mod tests {
         assert!((share(Answer::NxDomain) - 0.05).abs() < 0.01);
         assert!((share(Answer::ServFail) - 0.01).abs() < 0.005);
         assert!((share(Answer::Silence) - 0.01).abs() < 0.005);
-        assert_eq!(mix.answer_for(V4, &Answer::Synth), mix.answer_for(V4, &Answer::Synth));
+        assert_eq!(
+            mix.answer_for(V4, &Answer::Synth),
+            mix.answer_for(V4, &Answer::Synth)
+        );
         let mut latencies: Vec<Duration> = (0..20_000).map(|n| mix.latency(n)).collect();
         latencies.sort();
         let median = latencies[10_000].as_secs_f64() * 1000.0;

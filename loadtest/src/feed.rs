@@ -1,0 +1,298 @@
+//! Produces the data set to the input topics, each record tagged so it can
+//! be counted at the other end: a run id, its sequence number in its topic,
+//! and the time it was sent.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+use crate::cluster::Cluster;
+
+/// Header naming the run a record belongs to.
+pub const RUN_HEADER: &str = "loadtest.run";
+/// Header with the record's sequence number within its topic.
+pub const SEQ_HEADER: &str = "loadtest.seq";
+/// Header with the Unix time in microseconds the record was sent.
+pub const SENT_HEADER: &str = "loadtest.sent_us";
+
+/// One input topic and its records.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// The input topic.
+    pub topic: String,
+    /// Payloads, in sequence order.
+    pub records: Arc<Vec<Vec<u8>>>,
+    /// Each record's own timestamp in seconds, for time-compressed replay.
+    pub ts: Arc<Vec<Option<f64>>>,
+    /// Partitions of the topic: records go round-robin over them, so no
+    /// partition outgrows the mock cluster's 5 MiB (0: the producer's choice).
+    pub partitions: i32,
+}
+
+/// How fast to send.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Pace {
+    /// As fast as the producer goes.
+    #[default]
+    Flat,
+    /// This many records per second, all topics together.
+    Rate(f64),
+    /// The records' own timestamps, compressed by this factor.
+    Speedup(f64),
+}
+
+/// What the feeder has done so far; shared with the progress display.
+#[derive(Debug)]
+pub struct Progress {
+    /// Records handed to the producer.
+    pub sent: AtomicU64,
+    /// Records the cluster acknowledged.
+    pub acked: AtomicU64,
+    /// Records the cluster refused after the producer's retries: not part of
+    /// the run (they cannot be lost downstream).
+    pub failed: Mutex<Vec<(usize, u64)>>,
+    /// Per topic: the send time (Unix µs) of the newest record sent.
+    pub newest_sent_us: Vec<AtomicU64>,
+    /// Set when every record has been sent and acknowledged or refused.
+    pub done: AtomicBool,
+}
+
+impl Progress {
+    /// Progress for `topics` topics.
+    pub fn new(topics: usize) -> Arc<Self> {
+        Arc::new(Self {
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            failed: Mutex::new(Vec::new()),
+            newest_sent_us: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+            done: AtomicBool::new(false),
+        })
+    }
+
+    /// Number of refused records.
+    pub fn failed_count(&self) -> u64 {
+        self.failed.lock().map_or(0, |f| f.len() as u64)
+    }
+}
+
+struct Context {
+    progress: Arc<Progress>,
+}
+
+impl ClientContext for Context {}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        match result {
+            Ok(_) => {
+                self.progress.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, _)) => {
+                tracing::warn!(%error, "A load-test record was refused by the cluster");
+                if let Ok(mut failed) = self.progress.failed.lock() {
+                    failed.push(unpack(opaque));
+                }
+            }
+        }
+    }
+}
+
+const SEQ_BITS: u32 = 40;
+
+fn pack(topic: usize, seq: u64) -> usize {
+    ((topic as u64) << SEQ_BITS | seq) as usize
+}
+
+fn unpack(opaque: usize) -> (usize, u64) {
+    let v = opaque as u64;
+    ((v >> SEQ_BITS) as usize, v & ((1 << SEQ_BITS) - 1))
+}
+
+/// Unix time in microseconds.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The order records go out in: by their own timestamps across topics when
+/// pacing by them, else interleaved in proportion to each topic's size.
+pub fn send_order(streams: &[Stream], pace: Pace) -> Vec<(u16, u32)> {
+    let mut order: Vec<(u16, u32)> =
+        Vec::with_capacity(streams.iter().map(|s| s.records.len()).sum());
+    if matches!(pace, Pace::Speedup(_)) {
+        for (t, s) in streams.iter().enumerate() {
+            order.extend((0..s.records.len()).map(|i| (t as u16, i as u32)));
+        }
+        let ts = |&(t, i): &(u16, u32)| streams[t as usize].ts[i as usize].unwrap_or(0.0);
+        order.sort_by(|a, b| ts(a).total_cmp(&ts(b)));
+    } else {
+        // Largest remainder interleaving: each topic advances at its own share.
+        let total: usize = streams.iter().map(|s| s.records.len()).sum();
+        let mut next = vec![0usize; streams.len()];
+        for k in 0..total {
+            let t = (0..streams.len())
+                .filter(|&t| next[t] < streams[t].records.len())
+                .min_by(|&a, &b| {
+                    let share = |t: usize| (next[t] as f64 + 0.5) / streams[t].records.len() as f64;
+                    share(a).total_cmp(&share(b))
+                })
+                .unwrap_or(0);
+            order.push((t as u16, next[t] as u32));
+            next[t] += 1;
+            let _ = k;
+        }
+    }
+    order
+}
+
+/// Sends every record in `order`, paced, then waits for every
+/// acknowledgement. Blocking: run it on its own thread.
+///
+/// # Errors
+///
+/// When the producer cannot be created.
+pub fn feed(
+    cluster: &Cluster,
+    run_id: &str,
+    streams: &[Stream],
+    order: &[(u16, u32)],
+    pace: Pace,
+    progress: &Arc<Progress>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<Context> = cluster
+        .client_config()
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "300000")
+        .create_with_context(Context {
+            progress: Arc::clone(progress),
+        })?;
+    let start = Instant::now();
+    let first_ts = order
+        .first()
+        .and_then(|&(t, i)| streams[t as usize].ts[i as usize])
+        .unwrap_or(0.0);
+    let mut seq_text = itoa_buf();
+    for (n, &(t, i)) in order.iter().enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if n % 64 == 0 {
+            let due = match pace {
+                Pace::Flat => None,
+                Pace::Rate(rate) => Some(Duration::from_secs_f64(n as f64 / rate)),
+                Pace::Speedup(factor) => {
+                    let ts = streams[t as usize].ts[i as usize].unwrap_or(first_ts);
+                    Some(Duration::from_secs_f64(((ts - first_ts) / factor).max(0.0)))
+                }
+            };
+            if let Some(due) = due {
+                let elapsed = start.elapsed();
+                if due > elapsed {
+                    std::thread::sleep(due - elapsed);
+                }
+            }
+        }
+        let stream = &streams[t as usize];
+        let sent = now_us();
+        let seq = u64::from(i);
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header {
+                key: RUN_HEADER,
+                value: Some(run_id),
+            })
+            .insert(Header {
+                key: SEQ_HEADER,
+                value: Some(seq_text.format(seq)),
+            })
+            .insert(Header {
+                key: SENT_HEADER,
+                value: Some(&sent.to_string()),
+            });
+        let mut record =
+            BaseRecord::<(), [u8], usize>::with_opaque_to(&stream.topic, pack(t as usize, seq))
+                .payload(stream.records[i as usize].as_slice())
+                .headers(headers);
+        if stream.partitions > 0 {
+            record = record.partition((i % stream.partitions as u32) as i32);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => anyhow::bail!("producing to {}: {error}", stream.topic),
+            }
+        }
+        progress.sent.fetch_add(1, Ordering::Relaxed);
+        progress.newest_sent_us[t as usize].fetch_max(sent, Ordering::Relaxed);
+    }
+    while producer.in_flight_count() > 0 && !stop.load(Ordering::Relaxed) {
+        let _ = producer.flush(Duration::from_millis(200));
+    }
+    progress.done.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// A reusable decimal formatter.
+struct ItoaBuf(String);
+
+fn itoa_buf() -> ItoaBuf {
+    ItoaBuf(String::with_capacity(20))
+}
+
+impl ItoaBuf {
+    fn format(&mut self, n: u64) -> &str {
+        use std::fmt::Write as _;
+        self.0.clear();
+        let _ = write!(self.0, "{n}");
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(topic: &str, n: usize, ts: impl Fn(usize) -> f64) -> Stream {
+        Stream {
+            topic: topic.into(),
+            records: Arc::new((0..n).map(|i| format!("{i}").into_bytes()).collect()),
+            ts: Arc::new((0..n).map(|i| Some(ts(i))).collect()),
+            partitions: 0,
+        }
+    }
+
+    #[test]
+    fn topics_are_interleaved_by_share_or_by_timestamp() {
+        let streams = [
+            stream("a", 4, |i| i as f64),
+            stream("b", 2, |i| 0.5 + 2.0 * i as f64),
+        ];
+        let flat = send_order(&streams, Pace::Flat);
+        assert_eq!(flat.len(), 6);
+        assert_eq!(flat[..3].iter().filter(|(t, _)| *t == 1).count(), 1);
+        let by_ts = send_order(&streams, Pace::Speedup(10.0));
+        assert_eq!(by_ts, [(0, 0), (1, 0), (0, 1), (0, 2), (1, 1), (0, 3)]);
+    }
+
+    #[test]
+    fn the_opaque_round_trips() {
+        assert_eq!(unpack(pack(7, 123_456_789)), (7, 123_456_789));
+    }
+}
