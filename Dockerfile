@@ -1,5 +1,8 @@
 # syntax=docker/dockerfile:1
 # Image of the enrichment worker: `enricher run --config /etc/enricher/enricher.toml`.
+# It also carries `loadtest` for in-cluster load tests:
+#   kubectl run lt --rm -it --image enricher:dev --command -- \
+#     loadtest replay /logs --brokers kafka:9092 --group enricher-bro_conn
 #
 #   docker build -t enricher:dev .
 #   docker run --rm -v "$PWD/enricher.toml:/etc/enricher/enricher.toml:ro" -p 9102:9102 enricher:dev
@@ -25,23 +28,30 @@ COPY Cargo.toml Cargo.lock ./
 COPY acker/Cargo.toml acker/Cargo.toml
 COPY enricher/Cargo.toml enricher/Cargo.toml
 COPY tests/support/Cargo.toml tests/support/Cargo.toml
-RUN mkdir -p acker/src enricher/src enricher/benches tests/support/src \
+COPY loadtest/Cargo.toml loadtest/Cargo.toml
+RUN mkdir -p acker/src enricher/src enricher/benches tests/support/src loadtest/src \
  && echo 'fn main() {}' > enricher/src/main.rs \
- && touch enricher/src/lib.rs acker/src/lib.rs tests/support/src/lib.rs \
+ && echo 'fn main() {}' > loadtest/src/main.rs \
+ && touch enricher/src/lib.rs acker/src/lib.rs tests/support/src/lib.rs loadtest/src/lib.rs \
  && echo 'fn main() {}' > enricher/benches/enrich.rs \
- && cargo build --release --locked -p enricher --bin enricher \
- && rm -rf acker/src enricher/src enricher/benches tests/support/src \
-           target/release/enricher target/release/deps/enricher-* \
-           target/release/deps/libenricher-* target/release/deps/acker-* \
-           target/release/deps/libacker-* target/release/.fingerprint/enricher-* \
-           target/release/.fingerprint/acker-*
+ && cargo build --release --locked -p enricher -p loadtest --bins \
+ && rm -rf acker/src enricher/src enricher/benches tests/support/src loadtest/src \
+           target/release/enricher target/release/loadtest \
+           target/release/deps/enricher-* target/release/deps/libenricher-* \
+           target/release/deps/loadtest-* target/release/deps/libloadtest-* \
+           target/release/deps/acker-* target/release/deps/libacker-* \
+           target/release/deps/test_support-* target/release/deps/libtest_support-* \
+           target/release/.fingerprint/enricher-* target/release/.fingerprint/loadtest-* \
+           target/release/.fingerprint/acker-* target/release/.fingerprint/test-support-*
 
 # --- the real build -----------------------------------------------------------
 COPY acker acker
 COPY enricher enricher
 COPY tests/support tests/support
-RUN cargo build --release --locked -p enricher --bin enricher \
- && install -D -m 0755 target/release/enricher /out/enricher
+COPY loadtest loadtest
+RUN cargo build --release --locked -p enricher -p loadtest --bins \
+ && install -D -m 0755 target/release/enricher /out/enricher \
+ && install -D -m 0755 target/release/loadtest /out/loadtest
 
 # --- runtime ------------------------------------------------------------------
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
@@ -61,6 +71,7 @@ RUN groupadd --system --gid 10001 enricher \
  && chown 10001:10001 /geoip
 
 COPY --from=builder /out/enricher /usr/local/bin/enricher
+COPY --from=builder /out/loadtest /usr/local/bin/loadtest
 
 USER 10001:10001
 ENV ENRICHER_LOG=info \

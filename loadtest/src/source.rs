@@ -44,7 +44,45 @@ impl LogSet {
 struct Head<'a> {
     #[serde(rename = "_path", borrow)]
     path: Option<std::borrow::Cow<'a, str>>,
-    ts: Option<f64>,
+    #[serde(borrow)]
+    ts: Option<Ts<'a>>,
+}
+
+/// Zeek writes `ts` as epoch seconds, or as ISO 8601 with
+/// `LogAscii::json_timestamps = JSON::TS_ISO8601`.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Ts<'a> {
+    Seconds(f64),
+    Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
+}
+
+impl Ts<'_> {
+    fn seconds(&self) -> Option<f64> {
+        match self {
+            Ts::Seconds(s) => Some(*s),
+            Ts::Text(t) => iso8601(t),
+        }
+    }
+}
+
+/// `2018-03-24T17:15:20.600843Z` -> Unix seconds (UTC only).
+fn iso8601(text: &str) -> Option<f64> {
+    let text = text.strip_suffix('Z').unwrap_or(text);
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let (h, min) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let sec: f64 = t.next()?.parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3_600 + min * 60) as f64 + sec)
 }
 
 /// Reads every log file under `inputs` (files, or directories read one level
@@ -142,7 +180,7 @@ fn read_file(path: &Path, sets: &mut BTreeMap<String, LogSet>) -> anyhow::Result
                 head.path
                     .map(|p| p.into_owned())
                     .unwrap_or_else(|| tsv_path.clone()),
-                head.ts,
+                head.ts.and_then(|t| t.seconds()),
             ),
             Err(_) => {
                 skipped += 1;
@@ -192,5 +230,6 @@ mod tests {
             r#"{"_path":"conn","ts":1.25,"id.orig_h":"10.0.0.2"}"#
         );
         assert_eq!(sets[0].ts, [Some(1.25), Some(1.5)]);
+        assert_eq!(iso8601("2018-03-24T17:15:20.5Z"), Some(1_521_911_720.5));
     }
 }
