@@ -6,6 +6,8 @@
 //!        |                                       '--Pending--> tokio task: enrich, send
 //!        |<-- acks (channel) <-- delivery report (producer thread) <----------'
 //!        |<-- retries (channel) <-- failed delivery: sent again, never skipped
+//!        '--> a record too large to produce: dead-lettered (without its
+//!             payload if that is too large too), never retried
 //!        '--> every commit interval: acker.commits_due --> commit (async, result fed back)
 //! ```
 //!
@@ -107,9 +109,11 @@ fn unpack(opaque: usize) -> (u32, i64) {
     ((v >> OFFSET_BITS) as u32, (v & OFFSET_MASK) as i64)
 }
 
-/// A delivery that failed after librdkafka's own retries: sent again.
+/// A delivery that failed after librdkafka's own retries: sent again, or
+/// dead-lettered if the broker refused it as too large.
 struct Retry {
     opaque: usize,
+    too_large: bool,
     topic: String,
     partition: Option<i32>,
     key: Option<Vec<u8>>,
@@ -135,9 +139,15 @@ impl ProducerContext for DeliveryContext {
             }
             Err((error, msg)) => {
                 metrics::counter!(m::PRODUCE_ERRORS).increment(1);
-                tracing::warn!(%error, topic = msg.topic(), "Delivery failed; sending the record again");
+                let too_large = too_large(error);
+                if too_large {
+                    tracing::warn!(%error, topic = msg.topic(), "Delivery refused as too large; dead-lettering the record");
+                } else {
+                    tracing::warn!(%error, topic = msg.topic(), "Delivery failed; sending the record again");
+                }
                 let _ = self.retries.send(Retry {
                     opaque,
+                    too_large,
                     topic: msg.topic().to_string(),
                     partition: (msg.partition() >= 0).then(|| msg.partition()),
                     key: msg.key().map(<[u8]>::to_vec),
@@ -150,6 +160,65 @@ impl ProducerContext for DeliveryContext {
 }
 
 type Producer_ = ThreadedProducer<DeliveryContext>;
+type Record<'a> = BaseRecord<'a, [u8], [u8], usize>;
+
+/// The header a dead letter sent without its payload carries: the size in
+/// bytes of the payload left out.
+const PAYLOAD_DROPPED: &str = "enricher.payload_dropped";
+
+/// The one produce error that retrying never fixes.
+fn too_large(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+    )
+}
+
+/// The headers of a dead letter: why, where the record came from, then the
+/// record's own headers.
+fn dead_letter_headers<H: Headers>(
+    reason: &str,
+    message: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    original: Option<&H>,
+) -> OwnedHeaders {
+    let partition = partition.to_string();
+    let offset = offset.to_string();
+    let mut headers = OwnedHeaders::new();
+    for (key, value) in [
+        ("enricher.reason", reason),
+        ("enricher.error", message),
+        ("enricher.source.topic", topic),
+        ("enricher.source.partition", partition.as_str()),
+        ("enricher.source.offset", offset.as_str()),
+    ] {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
+    }
+    if let Some(original) = original {
+        for h in original.iter() {
+            headers = headers.insert(h);
+        }
+    }
+    headers
+}
+
+/// A dead letter too large to produce goes without its payload, whose size
+/// a header keeps: the source headers still say which record it was.
+fn without_payload(mut record: Record<'_>) -> Record<'_> {
+    let size = record.payload.map_or(0, <[u8]>::len).to_string();
+    record.payload = None;
+    let headers = record.headers.take().unwrap_or_default();
+    record.headers = Some(headers.insert(Header {
+        key: PAYLOAD_DROPPED,
+        value: Some(size.as_str()),
+    }));
+    record
+}
 
 /// An assignment: which partition and epoch a slot stands for.
 #[derive(Debug, Clone)]
@@ -179,7 +248,13 @@ struct Shared {
     acks: Mutex<mpsc::Receiver<usize>>,
     retries: Mutex<mpsc::Receiver<Retry>>,
     producer: Producer_,
+    /// Acknowledges a record that cannot be produced at all (see
+    /// [`Shared::give_up`]).
+    self_acks: mpsc::Sender<usize>,
     output_topic: String,
+    dlq_topic: String,
+    /// The producer's `message.max.bytes`, for error messages.
+    message_max_bytes: usize,
     drain_timeout: Duration,
     health: Arc<Health>,
 }
@@ -205,7 +280,6 @@ impl Shared {
         drop(acks);
         let retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
         while let Ok(retry) = retries.try_recv() {
-            state.report.retried += 1;
             let mut record = BaseRecord::with_opaque_to(&retry.topic, retry.opaque);
             if let Some(p) = retry.partition {
                 record = record.partition(p);
@@ -219,17 +293,99 @@ impl Shared {
             if let Some(h) = retry.headers.clone() {
                 record = record.headers(h);
             }
-            send_blocking(&self.producer, record);
+            if retry.too_large {
+                self.refused(state, record);
+                continue;
+            }
+            state.report.retried += 1;
+            if let Err(record) = send_blocking(&self.producer, record) {
+                self.refused(state, record);
+            }
         }
+    }
+
+    /// A record the producer refused as too large: an output record is
+    /// dead-lettered in its place, without its payload (the enriched bytes
+    /// are not the original record); a dead letter goes without its payload.
+    fn refused(&self, state: &mut State, record: Record<'_>) {
+        let size = record.payload.map_or(0, <[u8]>::len);
+        if record.topic == self.dlq_topic {
+            self.send_or_give_up(without_payload(record));
+            return;
+        }
+        let opaque = record.delivery_opaque;
+        let (slot, offset) = unpack(opaque);
+        let Some(a) = state.slots.get(&slot) else {
+            tracing::debug!(
+                offset,
+                "A refused record of an earlier assignment; not dead-lettered"
+            );
+            return;
+        };
+        let partition = a.tp.partition;
+        metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => "too_large")
+            .increment(1);
+        let message = format!("enriched record of {size} bytes refused as too large");
+        let headers = dead_letter_headers(
+            "too_large",
+            &message,
+            &self.topic,
+            partition,
+            offset,
+            record.headers.as_ref(),
+        );
+        let mut dead = BaseRecord::with_opaque_to(&self.dlq_topic, opaque)
+            .payload(record.payload.unwrap_or_default())
+            .headers(headers);
+        if let Some(k) = record.key {
+            dead = dead.key(k);
+        }
+        self.send_or_give_up(without_payload(dead));
+        state.report.produced = state.report.produced.saturating_sub(1);
+        state.report.dead_lettered += 1;
+    }
+
+    /// Sends a dead letter, without its payload if it is too large.
+    fn send_dead_letter(&self, record: Record<'_>) {
+        if let Err(record) = send_blocking(&self.producer, record) {
+            tracing::warn!(
+                size = record.payload.map_or(0, <[u8]>::len),
+                "Dead letter too large to produce; sending it without its payload"
+            );
+            self.send_or_give_up(without_payload(record));
+        }
+    }
+
+    fn send_or_give_up(&self, record: Record<'_>) {
+        if let Err(record) = send_blocking(&self.producer, record) {
+            self.give_up(&record);
+        }
+    }
+
+    /// A dead letter too large even without its payload (its key and
+    /// headers alone): logged, counted and acknowledged, so the partition
+    /// still moves on.
+    fn give_up(&self, record: &Record<'_>) {
+        metrics::counter!(m::PRODUCE_ERRORS).increment(1);
+        let (_, offset) = unpack(record.delivery_opaque);
+        tracing::error!(
+            topic = record.topic,
+            offset,
+            "Dead letter too large even without its payload; dropped"
+        );
+        let _ = self.self_acks.send(record.delivery_opaque);
     }
 }
 
-/// Sends a record, waiting out a full queue; never gives up on it.
-fn send_blocking(producer: &Producer_, mut record: BaseRecord<'_, [u8], [u8], usize>) {
+/// Sends a record, waiting out a full queue, retrying any other error but
+/// one: a record too large for the producer never goes, so it is handed
+/// back.
+fn send_blocking<'a>(producer: &Producer_, mut record: Record<'a>) -> Result<(), Record<'a>> {
     let mut waited = 0u32;
     loop {
         match producer.send(record) {
-            Ok(()) => return,
+            Ok(()) => return Ok(()),
+            Err((error, r)) if too_large(&error) => return Err(r),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 record = r;
                 std::thread::sleep(Duration::from_millis(1));
@@ -241,6 +397,20 @@ fn send_blocking(producer: &Producer_, mut record: BaseRecord<'_, [u8], [u8], us
                     tracing::error!(%error, "Cannot queue a record for produce; retrying");
                 }
                 std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// [`send_blocking`] for a tokio task.
+async fn send_async<'a>(producer: &Producer_, mut record: Record<'a>) -> Result<(), Record<'a>> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((error, r)) if too_large(&error) => return Err(r),
+            Err((_, r)) => {
+                record = r;
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
     }
@@ -442,6 +612,18 @@ fn producer(config: &Config, ctx: DeliveryContext) -> KafkaResult<Producer_> {
     c.create_with_context(ctx)
 }
 
+/// The producer's `message.max.bytes` as configured (librdkafka's default
+/// otherwise).
+fn message_max_bytes(config: &Config) -> usize {
+    config
+        .kafka
+        .producer_properties
+        .get("message.max.bytes")
+        .or_else(|| config.kafka.properties.get("message.max.bytes"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
 fn consumer(config: &Config, ctx: WorkerContext) -> KafkaResult<BaseConsumer<WorkerContext>> {
     let mut c = client_config(config, &std::collections::BTreeMap::new());
     c.set("group.id", &config.kafka.group_id)
@@ -472,6 +654,7 @@ pub fn run(
     let topic: Arc<str> = config.kafka.input_topic.as_str().into();
     let (ack_tx, ack_rx) = mpsc::channel();
     let (retry_tx, retry_rx) = mpsc::channel();
+    let self_acks = ack_tx.clone();
     let producer = producer(
         config,
         DeliveryContext {
@@ -504,7 +687,10 @@ pub fn run(
         acks: Mutex::new(ack_rx),
         retries: Mutex::new(retry_rx),
         producer,
+        self_acks,
         output_topic: config.kafka.output_topic(),
+        dlq_topic: config.kafka.dlq_topic(),
+        message_max_bytes: message_max_bytes(config),
         drain_timeout: Duration::from_millis(config.worker.drain_timeout_ms),
         health: Arc::clone(&health),
     });
@@ -520,7 +706,6 @@ pub fn run(
         shared: Arc::clone(&shared),
         enricher,
         runtime,
-        dlq_topic: config.kafka.dlq_topic(),
         max_record_bytes: config.input.max_record_bytes,
         per_partition: config.worker.max_in_flight_per_partition,
         total: config.worker.max_in_flight,
@@ -541,7 +726,6 @@ struct Loop {
     shared: Arc<Shared>,
     enricher: Arc<Enricher>,
     runtime: tokio::runtime::Handle,
-    dlq_topic: String,
     max_record_bytes: usize,
     per_partition: usize,
     total: usize,
@@ -708,51 +892,41 @@ impl Loop {
         if self.preserve_order {
             record = record.partition(msg.partition());
         }
-        send_blocking(&self.shared.producer, record);
-        self.shared.state().report.produced += 1;
+        if send_blocking(&self.shared.producer, record).is_ok() {
+            self.shared.state().report.produced += 1;
+            return;
+        }
+        // Too large to produce, now or ever: the original goes to the
+        // dead-letter topic instead.
+        let error = RecordError::TooLarge {
+            limit: self.shared.message_max_bytes,
+            size: payload.map_or(0, <[u8]>::len),
+        };
+        tracing::warn!(%error, offset = msg.offset(), "Output too large to produce; dead-lettering the record");
+        self.dead_letter(msg, opaque, &error);
     }
 
     fn dead_letter(&mut self, msg: &BorrowedMessage<'_>, opaque: usize, error: &RecordError) {
         self.enricher.stats().rejected.inc();
         metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => error.label())
             .increment(1);
-        let partition = msg.partition().to_string();
-        let offset = msg.offset().to_string();
-        let message = error.to_string();
-        let mut headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "enricher.reason",
-                value: Some(error.label()),
-            })
-            .insert(Header {
-                key: "enricher.error",
-                value: Some(message.as_str()),
-            })
-            .insert(Header {
-                key: "enricher.source.topic",
-                value: Some(msg.topic()),
-            })
-            .insert(Header {
-                key: "enricher.source.partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "enricher.source.offset",
-                value: Some(offset.as_str()),
-            });
-        if let Some(original) = msg.headers() {
-            for h in original.iter() {
-                headers = headers.insert(h);
-            }
-        }
-        let mut record = BaseRecord::with_opaque_to(&self.dlq_topic, opaque).headers(headers);
+        let headers = dead_letter_headers(
+            error.label(),
+            &error.to_string(),
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            msg.headers(),
+        );
+        let mut record =
+            BaseRecord::with_opaque_to(&self.shared.dlq_topic, opaque).headers(headers);
         if let Some(p) = msg.payload() {
             record = record.payload(p);
         }
         if let Some(k) = msg.key() {
             record = record.key(k);
         }
-        send_blocking(&self.shared.producer, record);
+        self.shared.send_dead_letter(record);
         self.shared.state().report.dead_lettered += 1;
     }
 
@@ -765,6 +939,7 @@ impl Loop {
         let key = msg.key().map(<[u8]>::to_vec);
         let headers = msg.headers().map(|h| h.detach());
         let partition = self.preserve_order.then(|| msg.partition());
+        let source = (msg.partition(), msg.offset());
         let shared = Arc::clone(&self.shared);
         let task = async move {
             let mut scratch = Scratch::default();
@@ -785,22 +960,46 @@ impl Loop {
             if let Some(k) = &key {
                 record = record.key(k.as_slice());
             }
-            if let Some(h) = headers {
+            if let Some(h) = headers.clone() {
                 record = record.headers(h);
             }
             if let Some(p) = partition {
                 record = record.partition(p);
             }
-            loop {
-                match shared.producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        record = r;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
+            if send_async(&shared.producer, record).await.is_ok() {
+                shared.state().report.produced += 1;
+                return;
+            }
+            // Too large to produce: dead-lettered like on the hot path.
+            let error = RecordError::TooLarge {
+                limit: shared.message_max_bytes,
+                size: out.len(),
+            };
+            tracing::warn!(%error, offset = source.1, "Output too large to produce; dead-lettering the record");
+            enricher.stats().rejected.inc();
+            metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => error.label())
+                .increment(1);
+            let dead = dead_letter_headers(
+                error.label(),
+                &error.to_string(),
+                &shared.topic,
+                source.0,
+                source.1,
+                headers.as_ref(),
+            );
+            let mut record = BaseRecord::with_opaque_to(&shared.dlq_topic, opaque)
+                .payload(input.as_slice())
+                .headers(dead);
+            if let Some(k) = &key {
+                record = record.key(k.as_slice());
+            }
+            if let Err(record) = send_async(&shared.producer, record).await {
+                let record = without_payload(record);
+                if let Err(record) = send_async(&shared.producer, record).await {
+                    shared.give_up(&record);
                 }
             }
-            shared.state().report.produced += 1;
+            shared.state().report.dead_lettered += 1;
         };
         if self.preserve_order {
             self.runtime.block_on(task);
