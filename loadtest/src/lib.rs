@@ -25,6 +25,7 @@ pub mod geo;
 pub mod plot;
 pub mod report;
 pub mod run;
+pub mod soak;
 pub mod source;
 pub mod synth;
 pub mod watch;

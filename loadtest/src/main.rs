@@ -14,6 +14,7 @@ use loadtest::demo::{self, DemoOptions};
 use loadtest::feed::Pace;
 use loadtest::report::Summary;
 use loadtest::run::{self, Plan};
+use loadtest::soak::{self, SoakOptions, WorkerKind};
 use loadtest::source::{self, LogSet};
 use loadtest::synth::{self, Spec};
 use loadtest::{geo, plot};
@@ -44,6 +45,9 @@ enum Command {
     Gen(GenArgs),
     /// Runs the fake DNS server until interrupted, printing queries per second.
     Dns(DnsArgs),
+    /// Runs one `enricher run` worker for a long time in bursts at half its
+    /// measured maximum: its RSS, the lag after each burst, nothing lost.
+    Soak(SoakArgs),
 }
 
 /// The shape of synthetic data.
@@ -227,6 +231,56 @@ struct DnsArgs {
     silence: u32,
 }
 
+#[derive(Args, Debug)]
+struct SoakArgs {
+    /// Minutes of bursts and idle spells together, at least.
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    /// Records per second during a burst (default: half the maximum a
+    /// calibration pass measures first).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds of each burst of load.
+    #[arg(long, default_value_t = 30.0)]
+    burst_secs: f64,
+    /// Seconds of quiet after each burst (longer until the lag is 0).
+    #[arg(long, default_value_t = 10.0)]
+    idle_secs: f64,
+    /// Longest an idle spell waits for the lag to reach 0, seconds.
+    #[arg(long, default_value_t = 120)]
+    drain_timeout_secs: u64,
+    /// Records of the calibration pass (sent flat out).
+    #[arg(long, default_value_t = 300_000)]
+    calibration_records: usize,
+    /// Partitions of the input and output topics.
+    #[arg(long, default_value_t = 64)]
+    partitions: i32,
+    /// Distinct synthetic records, sent over and over.
+    #[arg(long, default_value_t = 100_000)]
+    pool: usize,
+    /// Distinct addresses in the pool's records.
+    #[arg(long, default_value_t = 5_000)]
+    addresses: usize,
+    /// Zipf exponent of address popularity (0: uniform).
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// The worker's DNS budget, queries per second.
+    #[arg(long, default_value_t = 500)]
+    dns_qps: u32,
+    /// The worker's DNS burst.
+    #[arg(long, default_value_t = 50)]
+    dns_burst: u32,
+    /// The `enricher` binary (default: the one next to this binary).
+    #[arg(long, value_name = "PATH")]
+    enricher: Option<PathBuf>,
+    /// Run the worker in this process instead; RSS is then the whole process.
+    #[arg(long, conflicts_with = "enricher")]
+    in_process: bool,
+    /// Print the report as one JSON object on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
 fn parse_property(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
@@ -248,6 +302,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_cmd(args),
         Command::Gen(args) => gen_cmd(args).map(|()| true),
         Command::Dns(args) => dns_cmd(args).map(|()| true),
+        Command::Soak(args) => soak_cmd(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -494,4 +549,48 @@ fn dns_cmd(args: DnsArgs) -> anyhow::Result<()> {
         server.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+fn soak_cmd(args: SoakArgs) -> anyhow::Result<bool> {
+    let positive = |name: &str, v: f64| {
+        anyhow::ensure!(v.is_finite() && v > 0.0, "{name} must be greater than 0");
+        Ok(())
+    };
+    positive("--minutes", args.minutes)?;
+    positive("--burst-secs", args.burst_secs)?;
+    anyhow::ensure!(args.idle_secs >= 0.0, "--idle-secs must not be negative");
+    if let Some(rate) = args.rate {
+        positive("--rate", rate)?;
+    }
+    let worker = match (args.in_process, args.enricher) {
+        (true, _) => WorkerKind::InProcess,
+        (false, Some(path)) => WorkerKind::Process(path),
+        (false, None) => WorkerKind::Process(soak::enricher_beside_me()?),
+    };
+    let defaults = SoakOptions::default();
+    let summary = soak::run(&SoakOptions {
+        duration: Duration::from_secs_f64(args.minutes * 60.0),
+        rate: args.rate,
+        burst: Duration::from_secs_f64(args.burst_secs),
+        idle: Duration::from_secs_f64(args.idle_secs),
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        calibration_records: args.calibration_records,
+        partitions: args.partitions,
+        spec: Spec {
+            records: args.pool,
+            addresses: args.addresses,
+            zipf: args.zipf,
+            ..defaults.spec
+        },
+        dns_qps: args.dns_qps,
+        dns_burst: args.dns_burst,
+        worker,
+        ..defaults
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print!("{}", summary.table());
+    }
+    Ok(summary.ok())
 }
