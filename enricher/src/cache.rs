@@ -15,6 +15,7 @@
 //! reconnects by itself.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,6 +42,10 @@ pub struct RedisOptions {
     pub open_for: Duration,
     /// Most keys in one `MGET` or write pipeline.
     pub max_batch: usize,
+    /// Password, used instead of the URL's.
+    pub password: Option<String>,
+    /// PEM CA certificate(s) trusted for `rediss://` instead of the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for RedisOptions {
@@ -52,8 +57,84 @@ impl Default for RedisOptions {
             failure_threshold: 3,
             open_for: Duration::from_secs(2),
             max_batch: 512,
+            password: None,
+            tls_ca_file: None,
         }
     }
+}
+
+/// Why a Redis client cannot be built from [`RedisOptions`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL does not parse, or does not fit the other options.
+    #[error("{0}")]
+    Url(String),
+    /// The CA file cannot be read or holds no certificate.
+    #[error("{0}")]
+    TlsCa(String),
+}
+
+impl ClientError {
+    /// The config key at fault.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ClientError::Url(_) => "redis.url",
+            ClientError::TlsCa(_) => "redis.tls_ca_file",
+        }
+    }
+}
+
+/// Builds the client `opts` describe, without connecting: the URL, with
+/// `password` instead of the URL's, and for `rediss://` the CA of
+/// `tls_ca_file` (or the system's roots) trusted. Error texts never hold
+/// the password.
+pub fn client(opts: &RedisOptions) -> Result<redis::Client, ClientError> {
+    use redis::IntoConnectionInfo;
+    let url_error =
+        |e: redis::RedisError| ClientError::Url(crate::config::mask_secrets(&e.to_string()));
+    let mut info = opts
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(url_error)?;
+    if let Some(password) = &opts.password {
+        let settings = info.redis_settings().clone().set_password(password);
+        info = info.set_redis_settings(settings);
+    }
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    if tls {
+        // rustls needs one process-wide crypto provider; this build has ring.
+        // An error means one is installed already, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let Some(ca_file) = &opts.tls_ca_file else {
+        return redis::Client::open(info).map_err(url_error);
+    };
+    if !tls {
+        return Err(ClientError::TlsCa(
+            "is set but redis.url does not start with rediss://".into(),
+        ));
+    }
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| ClientError::TlsCa(format!("cannot read {}: {e}", ca_file.display())))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(ClientError::TlsCa(format!(
+            "{} holds no PEM certificate",
+            ca_file.display()
+        )));
+    }
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    redis::Client::build_with_tls(info, certs).map_err(|e| {
+        ClientError::TlsCa(format!(
+            "{}: {}",
+            ca_file.display(),
+            crate::config::mask_secrets(&e.to_string())
+        ))
+    })
 }
 
 /// The circuit breaker's state, exported as a gauge (0, 1, 2).
@@ -110,8 +191,8 @@ impl std::fmt::Debug for RedisCache {
 impl RedisCache {
     /// Starts the batching task. Does not wait for Redis: a worker starts and
     /// serves even while Redis is down.
-    pub fn start(opts: RedisOptions) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(opts.url.as_str())?;
+    pub fn start(opts: RedisOptions) -> Result<Self, ClientError> {
+        let client = client(&opts)?;
         let (gets, get_rx) = mpsc::channel(opts.max_batch * 8);
         let (sets, set_rx) = mpsc::channel(opts.max_batch * 8);
         let state = Arc::new(AtomicU8::new(CircuitState::Closed as u8));

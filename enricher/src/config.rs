@@ -4,8 +4,12 @@
 //! written from it). Unknown keys are rejected, and [`Config::validate`]
 //! checks what types cannot (ranges, cross-field rules). Every error names
 //! its key: the binary prints it on one line and exits with code 64.
+//! String values may reference `${VARIABLE}` and `${file:/path}`, resolved
+//! at load ([`interpolate`]); secrets are masked wherever a configuration is shown.
 
-use std::collections::BTreeMap;
+mod interpolate;
+
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,6 +68,9 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// `enricher run`: flow control, commits, shutdown, telemetry.
     pub worker: WorkerConfig,
+    /// Values read through `${file:...}`, masked wherever the config is shown.
+    #[serde(skip)]
+    secrets: interpolate::Secrets,
 }
 
 /// Compression of produced records.
@@ -407,6 +414,12 @@ impl Default for CacheConfig {
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS. Empty: no shared cache.
     pub url: String,
+    /// Password, used instead of the URL's (no URL escaping needed); for
+    /// example `"${file:/run/secrets/redis-password}"`.
+    pub password: Option<String>,
+    /// PEM file of the CA certificate(s) that signed the server's
+    /// certificate, for `rediss://`; trusted instead of the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
     /// Prefix of every key the enricher writes.
     pub key_prefix: String,
     /// Longest wait for one batched read or write, in milliseconds.
@@ -423,6 +436,8 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            password: None,
+            tls_ca_file: None,
             key_prefix: "enr:ptr:".into(),
             timeout_ms: 50,
             failure_threshold: 3,
@@ -465,11 +480,16 @@ impl Config {
     /// variables from `env` (`ENRICHER_KAFKA__BROKERS=b1:9092`,
     /// `ENRICHER_DNS__QPS=50`; a value is read as TOML when it parses as a
     /// TOML value, else as a string). Variables without `__` are not config
-    /// keys (`ENRICHER_LOG`).
+    /// keys (`ENRICHER_LOG`). Then `${VARIABLE}` (from `env`) and
+    /// `${file:/path}` references in string values are resolved.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = env.into_iter().collect();
+        // Sorted, so that a variable that breaks the file fails the same way every time.
+        let mut overrides: Vec<(&String, &String)> = env.iter().collect();
+        overrides.sort();
         let text = match file {
             Some(path) => std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::new("file", format!("cannot read {}: {e}", path.display()))
@@ -479,7 +499,7 @@ impl Config {
         let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::new("file", e.message().to_string()))?;
-        for (name, value) in env {
+        for (name, value) in overrides {
             let Some(rest) = name.strip_prefix("ENRICHER_") else {
                 continue;
             };
@@ -495,7 +515,7 @@ impl Config {
                 .ok()
                 .and_then(|mut t| t.remove("v"))
                 .filter(|_| !is_property)
-                .unwrap_or(toml::Value::String(value));
+                .unwrap_or_else(|| toml::Value::String(value.clone()));
             let mut node = &mut table;
             for (i, segment) in path.iter().enumerate() {
                 if i + 1 == path.len() {
@@ -516,7 +536,14 @@ impl Config {
                 };
             }
         }
-        Self::from_toml(&table.to_string())
+        let mut secrets = interpolate::Secrets::default();
+        interpolate::table(&mut table, &env, &mut secrets)?;
+        let mut config = Self::from_toml(&table.to_string()).map_err(|e| ConfigError {
+            problem: secrets.mask(&e.problem),
+            ..e
+        })?;
+        config.secrets = secrets;
+        Ok(config)
     }
 
     /// Parses TOML text over the defaults.
@@ -533,8 +560,16 @@ impl Config {
         })
     }
 
-    /// Checks ranges and cross-field rules.
+    /// Checks ranges and cross-field rules. No error shows a value read
+    /// from a `${file:...}` reference.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(|e| ConfigError {
+            problem: self.secrets.mask(&e.problem),
+            ..e
+        })
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
         let positive = |key: &str, v: u64| {
             if v == 0 {
                 Err(ConfigError::new(key, "must be greater than 0"))
@@ -649,8 +684,22 @@ impl Config {
                     "must start with redis://, rediss:// or unix://",
                 ));
             }
-            redis::Client::open(self.redis.url.as_str())
-                .map_err(|e| ConfigError::new("redis.url", mask_secrets(&e.to_string())))?;
+            // The CA file itself is read when the worker starts (it may exist
+            // only where the worker runs, like the GeoIP databases).
+            if self.redis.tls_ca_file.is_some() && scheme != "rediss" {
+                return Err(ConfigError::new(
+                    "redis.tls_ca_file",
+                    "is set but redis.url does not start with rediss://",
+                ));
+            }
+            if let Some(opts) = self.redis_options() {
+                let opts = crate::cache::RedisOptions {
+                    tls_ca_file: None,
+                    ..opts
+                };
+                crate::cache::client(&opts)
+                    .map_err(|e| ConfigError::new(e.key(), mask_secrets(&e.to_string())))?;
+            }
             positive("redis.timeout_ms", self.redis.timeout_ms)?;
             positive(
                 "redis.failure_threshold",
@@ -788,13 +837,20 @@ impl Config {
             failure_threshold: self.redis.failure_threshold,
             open_for: Duration::from_millis(self.redis.open_ms),
             max_batch: self.redis.max_batch,
+            password: self.redis.password.clone(),
+            tls_ca_file: self.redis.tls_ca_file.clone(),
         })
     }
 
-    /// The effective configuration as TOML, with passwords masked.
+    /// The effective configuration as TOML, with secrets masked: passwords
+    /// (in the Redis URL, `redis.password`, secret librdkafka properties) and
+    /// every value read from a `${file:...}` reference, wherever it went.
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
         shown.redis.url = mask_secrets(&shown.redis.url);
+        if shown.redis.password.is_some() {
+            shown.redis.password = Some("***".into());
+        }
         for props in [
             &mut shown.kafka.properties,
             &mut shown.kafka.consumer_properties,
@@ -806,7 +862,15 @@ impl Config {
                 }
             }
         }
-        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
+        let rendered = if self.secrets.is_empty() {
+            toml::to_string_pretty(&shown)
+        } else {
+            toml::Value::try_from(&shown).and_then(|mut value| {
+                self.secrets.mask_value(&mut value);
+                toml::to_string_pretty(&value)
+            })
+        };
+        rendered.unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
 }
 
@@ -972,6 +1036,147 @@ mod tests {
             Config::default().validate_run().expect_err("no topic").key,
             "kafka.input_topic"
         );
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_the_environment_and_stay_masked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sasl = dir.path().join("sasl-password");
+        std::fs::write(&sasl, "file-s3cret-1\n").expect("write");
+        let redis = dir.path().join("redis-password");
+        std::fs::write(&redis, "p@ss/w:rd\n").expect("write");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            format!(
+                r#"
+                [kafka]
+                brokers = "${{BROKERS}}"
+                input_topic = "bro_conn"
+                [kafka.properties]
+                "security.protocol" = "SASL_SSL"
+                "sasl.username" = "${{SASL_USER}}"
+                "sasl.password" = "${{file:{}}}"
+                "sasl.oauthbearer.config" = "principal=${{file:{}}}"
+                [redis]
+                url = "redis://:${{REDIS_URL_PASSWORD}}@redis:6379/0"
+                password = "${{file:{}}}"
+                key_prefix = "literal:$${{not_a_reference}}"
+                "#,
+                sasl.display(),
+                sasl.display(),
+                redis.display()
+            ),
+        )
+        .expect("write");
+        let env = [
+            ("BROKERS", "k1:9093,k2:9093"),
+            ("SASL_USER", "enricher"),
+            ("REDIS_URL_PASSWORD", "env-s3cret-2"),
+            ("ENRICHER_DNS__ENABLED", "false"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let c = Config::load(Some(&file), env).expect("loads");
+        c.validate_run().expect("valid");
+        assert_eq!(c.kafka.brokers, "k1:9093,k2:9093");
+        assert_eq!(c.kafka.properties["sasl.username"], "enricher");
+        assert_eq!(c.kafka.properties["sasl.password"], "file-s3cret-1");
+        assert_eq!(
+            c.kafka.properties["sasl.oauthbearer.config"],
+            "principal=file-s3cret-1"
+        );
+        assert_eq!(c.redis.url, "redis://:env-s3cret-2@redis:6379/0");
+        assert_eq!(c.redis.password.as_deref(), Some("p@ss/w:rd"));
+        assert_eq!(c.redis.key_prefix, "literal:${not_a_reference}");
+        assert!(!c.dns.enabled);
+        let shown = c.to_masked_toml();
+        for secret in ["file-s3cret-1", "env-s3cret-2", "p@ss/w:rd"] {
+            assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+        }
+        assert!(shown.contains("k1:9093,k2:9093"), "{shown}");
+        assert!(shown.contains("\"principal=***\""), "{shown}");
+        assert!(shown.contains("redis://:***@redis:6379/0"), "{shown}");
+        // The masked output is itself a valid config.
+        Config::from_toml(&shown).expect("masked output parses");
+    }
+
+    #[test]
+    fn a_reference_that_cannot_be_resolved_names_the_key() {
+        let e = Config::load(
+            None,
+            [(
+                "ENRICHER_KAFKA__PROPERTIES__SASL.PASSWORD".to_string(),
+                "${NOT_SET_HERE}".to_string(),
+            )],
+        )
+        .expect_err("unset");
+        assert_eq!(e.key, "kafka.properties.sasl.password");
+        assert!(e.problem.contains("NOT_SET_HERE"), "{e}");
+        let e = Config::load(
+            None,
+            [(
+                "ENRICHER_REDIS__PASSWORD".to_string(),
+                "${file:/nonexistent/redis-password}".to_string(),
+            )],
+        )
+        .expect_err("unreadable");
+        assert_eq!(e.key, "redis.password");
+        assert!(e.problem.contains("/nonexistent/redis-password"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn errors_never_show_a_value_read_from_a_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret = dir.path().join("s");
+        std::fs::write(&secret, "hunter2-secret\n").expect("write");
+        let reference = format!("${{file:{}}}", secret.display());
+        let e = Config::load(None, [("ENRICHER_DNS__QPS".to_string(), reference.clone())])
+            .expect_err("a string is not a number");
+        assert_eq!(e.key, "dns.qps");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let c = Config::load(
+            None,
+            [(
+                "ENRICHER_REDIS__URL".to_string(),
+                format!("http://{reference}@h"),
+            )],
+        )
+        .expect("parses");
+        let e = c.validate().expect_err("bad scheme");
+        assert_eq!(e.key, "redis.url");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn redis_tls_ca_file_needs_rediss_and_a_readable_pem() {
+        let client_error = |c: &Config| {
+            let opts = c.redis_options().expect("a URL is set");
+            crate::cache::client(&opts).expect_err("refused")
+        };
+        let mut c = Config::default();
+        c.redis.url = "redis://127.0.0.1:6379/".into();
+        c.redis.tls_ca_file = Some("/nonexistent/ca.pem".into());
+        assert_eq!(
+            c.validate().expect_err("not rediss").key,
+            "redis.tls_ca_file"
+        );
+        c.redis.url = "rediss://127.0.0.1:6379/".into();
+        // Checked where the worker starts, not by check-config.
+        c.validate().expect("the file is not read by validate");
+        let e = client_error(&c);
+        assert_eq!(e.key(), "redis.tls_ca_file");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "hello").expect("write");
+        c.redis.tls_ca_file = Some(not_pem);
+        assert_eq!(client_error(&c).key(), "redis.tls_ca_file");
+        c.redis.tls_ca_file = None;
+        c.redis.password = Some("pw".into());
+        c.validate()
+            .expect("rediss:// with the system roots and a password");
+        assert!(c.to_masked_toml().contains("password = \"***\""));
     }
 
     #[test]

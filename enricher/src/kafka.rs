@@ -585,10 +585,10 @@ fn client_config(
     c
 }
 
-/// Builds the producer with the defaults a careful operator would choose:
-/// idempotence (so librdkafka's own retries neither duplicate nor reorder),
-/// `acks=all`, compression, and batching for throughput.
-fn producer(config: &Config, ctx: DeliveryContext) -> KafkaResult<Producer_> {
+/// The producer's configuration, with the defaults a careful operator would
+/// choose: idempotence (so librdkafka's own retries neither duplicate nor
+/// reorder), `acks=all`, compression, and batching for throughput.
+fn producer_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka.brokers)
         .set("enable.idempotence", "true")
@@ -609,7 +609,13 @@ fn producer(config: &Config, ctx: DeliveryContext) -> KafkaResult<Producer_> {
     {
         c.set(k, v);
     }
-    c.create_with_context(ctx)
+    c
+}
+
+fn producer(config: &Config, ctx: DeliveryContext) -> Result<Producer_, ConfigError> {
+    producer_config(config)
+        .create_with_context(ctx)
+        .map_err(|e| client_error(config, "producer", &e))
 }
 
 /// The producer's `message.max.bytes` as configured (librdkafka's default
@@ -624,7 +630,7 @@ fn message_max_bytes(config: &Config) -> usize {
         .unwrap_or(1_000_000)
 }
 
-fn consumer(config: &Config, ctx: WorkerContext) -> KafkaResult<BaseConsumer<WorkerContext>> {
+fn consumer_config(config: &Config) -> ClientConfig {
     let mut c = client_config(config, &std::collections::BTreeMap::new());
     c.set("group.id", &config.kafka.group_id)
         .set("enable.auto.commit", "false")
@@ -637,7 +643,102 @@ fn consumer(config: &Config, ctx: WorkerContext) -> KafkaResult<BaseConsumer<Wor
     for (k, v) in &config.kafka.consumer_properties {
         c.set(k, v);
     }
-    c.create_with_context(ctx)
+    c
+}
+
+fn consumer(
+    config: &Config,
+    ctx: WorkerContext,
+) -> Result<BaseConsumer<WorkerContext>, ConfigError> {
+    consumer_config(config)
+        .create_with_context(ctx)
+        .map_err(|e| client_error(config, "consumer", &e))
+}
+
+/// Creates the consumer and the producer exactly as [`run`] would, and drops
+/// them: librdkafka checks every property then (a bad value, a TLS file it
+/// cannot load, a SASL mechanism it does not have) without reaching a broker.
+/// The binary calls it before binding any port; the error names the property.
+pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
+    let consumer: BaseConsumer = consumer_config(config)
+        .create()
+        .map_err(|e| client_error(config, "consumer", &e))?;
+    drop(consumer);
+    let producer: rdkafka::producer::BaseProducer = producer_config(config)
+        .create()
+        .map_err(|e| client_error(config, "producer", &e))?;
+    drop(producer);
+    Ok(())
+}
+
+/// A client that librdkafka refused, as a config error naming the property
+/// (`kafka.properties.ssl.ca.location`) with secret values masked.
+fn client_error(config: &Config, client: &str, error: &KafkaError) -> ConfigError {
+    let own = if client == "consumer" {
+        (
+            "kafka.consumer_properties",
+            &config.kafka.consumer_properties,
+        )
+    } else {
+        (
+            "kafka.producer_properties",
+            &config.kafka.producer_properties,
+        )
+    };
+    let sections = [own, ("kafka.properties", &config.kafka.properties)];
+    let key_of = |property: &str| {
+        sections
+            .iter()
+            .find(|(_, props)| props.contains_key(property))
+            .map(|(section, _)| format!("{section}.{property}"))
+    };
+    let mask = |text: &str| {
+        let mut text = text.to_string();
+        for (_, props) in &sections {
+            for (k, v) in props.iter() {
+                if crate::config::is_secret_property(k) && !v.is_empty() {
+                    text = text.replace(v.as_str(), "***");
+                }
+            }
+        }
+        text
+    };
+    match error {
+        KafkaError::ClientConfig(_, desc, property, _) => ConfigError::new(
+            key_of(property).unwrap_or_else(|| "kafka".into()),
+            format!(
+                "librdkafka refused the {client} configuration: {}",
+                mask(desc)
+            ),
+        ),
+        KafkaError::ClientCreation(message) => {
+            // librdkafka names the property that failed ("ssl.ca.location
+            // failed: ...") or quotes its value ("Unsupported hash function:
+            // SCRAM-SHA-1024"); never match on a secret's value.
+            let properties = || sections.iter().flat_map(|(_, props)| props.iter());
+            let named = properties()
+                .map(|(k, _)| k)
+                .filter(|k| message.contains(k.as_str()))
+                .max_by_key(|k| k.len())
+                .or_else(|| {
+                    properties()
+                        .filter(|(k, v)| {
+                            v.len() >= 3
+                                && !crate::config::is_secret_property(k)
+                                && message.contains(v.as_str())
+                        })
+                        .max_by_key(|(_, v)| v.len())
+                        .map(|(k, _)| k)
+                });
+            ConfigError::new(
+                named
+                    .and_then(|k| key_of(k))
+                    .unwrap_or_else(|| "kafka.properties".into()),
+                format!("cannot create the {client}: {}", mask(message)),
+            )
+        }
+        other => ConfigError::new("kafka", format!("{client}: {}", mask(&other.to_string()))),
+    }
 }
 
 /// Runs the worker until `stop` is set, then drains, commits and leaves the

@@ -200,7 +200,10 @@ fn run_worker(args: RunArgs) -> ExitCode {
     if let Some(v) = args.metrics_addr {
         config.worker.metrics_addr = v;
     }
-    if let Err(e) = config.validate_run() {
+    if let Err(e) = config
+        .validate_run()
+        .and_then(|()| kafka::check_clients(&config))
+    {
         return usage_error(&e);
     }
     let recorder = match enricher::http::install_recorder() {

@@ -52,9 +52,9 @@ pub fn build(config: &Config) -> Result<Core, ConfigError> {
         None
     };
     let l2 = match config.redis_options() {
-        Some(opts) => Some(RedisCache::start(opts).map_err(|e| {
-            ConfigError::new("redis.url", crate::config::mask_secrets(&e.to_string()))
-        })?),
+        Some(opts) => {
+            Some(RedisCache::start(opts).map_err(|e| ConfigError::new(e.key(), e.to_string()))?)
+        }
         None => None,
     };
     let enricher = Enricher::new(config.enrich_options(), Arc::clone(&geo), dns, l2)

@@ -12,6 +12,7 @@ mod geoip;
 mod kafka;
 mod pipe;
 mod records;
+mod security;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@
 //!                 answers (synthetic names, NXDOMAIN, SERVFAIL, silence, delays) and query counters
 //! mmdb         -- real MaxMind DB files in the GeoIP2 City / Country / GeoLite2 ASN layouts,
 //!                 a standard fixture, and corrupt variants for reload tests
+//! TestPki      -- a throwaway CA and a loopback server certificate (PEM files) for TLS tests
 //! ```
 
 #![forbid(unsafe_code)]
@@ -20,9 +21,11 @@ mod dns;
 pub mod kafka;
 pub mod mmdb;
 mod redis;
+mod tls;
 
 pub use dns::{Answer, Behaviour, DnsServer, Mix, synth_name};
 pub use redis::RedisServer;
+pub use tls::TestPki;
 
 /// Returns a loopback TCP port that was free a moment ago.
 ///

@@ -35,10 +35,16 @@ const BINARY_ENV: &str = "REDIS_SERVER_BIN";
 /// The binary is `$REDIS_SERVER_BIN` if set, else `/usr/bin/redis-server`, else
 /// `redis-server` from `PATH`. Its output goes to `redis.log` in the temporary dir and
 /// is quoted in start-up errors.
+///
+/// [`start_with_args`](Self::start_with_args) adds arguments (`--requirepass`,
+/// `--tls-port` and the TLS files); the plain port stays open, so readiness checks
+/// and [`command`](Self::command) work the same, authenticated when there is a password.
 pub struct RedisServer {
     port: u16,
     dir: TempDir,
     child: Mutex<Option<Child>>,
+    args: Vec<String>,
+    password: Option<String>,
 }
 
 /// Why one launch failed: a missing binary is final, anything else may be a port race.
@@ -56,6 +62,25 @@ impl RedisServer {
     /// Fails when the binary is missing (the message says to run `./scripts/test.sh` or
     /// `apt-get install redis-server`), exits early, or does not answer in time.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_args(&[])
+    }
+
+    /// Like [`start`](Self::start), with `args` after the defaults, for example
+    /// `["--requirepass", "pw"]` or `["--tls-port", "N", "--tls-cert-file", ...]`.
+    /// With `--requirepass`, the readiness check and [`command`](Self::command)
+    /// send `AUTH` first.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start); an argument the server rejects makes it exit
+    /// early, and the error quotes its log.
+    pub fn start_with_args(args: &[&str]) -> anyhow::Result<Self> {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_string()).collect();
+        let password = args
+            .iter()
+            .position(|a| a == "--requirepass")
+            .and_then(|i| args.get(i + 1))
+            .cloned();
         let dir = tempfile::Builder::new()
             .prefix("redis-test-")
             .tempdir()
@@ -63,12 +88,14 @@ impl RedisServer {
         let mut last_error = None;
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            match launch(&binary(), port, dir.path()) {
+            match launch(&binary(), port, dir.path(), &args, password.as_deref()) {
                 Ok(child) => {
                     return Ok(Self {
                         port,
                         dir,
                         child: Mutex::new(Some(child)),
+                        args,
+                        password,
                     });
                 }
                 Err(LaunchError::NotFound(error)) => return Err(error),
@@ -107,7 +134,13 @@ impl RedisServer {
     /// example because another process took the port while it was stopped.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
-        let child = match launch(&binary(), self.port, self.dir.path()) {
+        let child = match launch(
+            &binary(),
+            self.port,
+            self.dir.path(),
+            &self.args,
+            self.password.as_deref(),
+        ) {
             Ok(child) => child,
             Err(LaunchError::NotFound(error) | LaunchError::Failed(error)) => return Err(error),
         };
@@ -134,7 +167,7 @@ impl RedisServer {
     ///
     /// Fails on a connection or I/O error, or a malformed reply.
     pub fn command(&self, args: &[&str]) -> anyhow::Result<String> {
-        command_at(self.port, args)
+        command_at(self.port, self.password.as_deref(), args)
     }
 
     fn lock_child(&self) -> MutexGuard<'_, Option<Child>> {
@@ -171,7 +204,13 @@ fn binary() -> PathBuf {
 }
 
 /// Spawns the process and waits until it is the one answering on `port`.
-fn launch(binary: &Path, port: u16, dir: &Path) -> Result<Child, LaunchError> {
+fn launch(
+    binary: &Path,
+    port: u16,
+    dir: &Path,
+    extra: &[String],
+    password: Option<&str>,
+) -> Result<Child, LaunchError> {
     let log_path = dir.join("redis.log");
     let log = OpenOptions::new()
         .create(true)
@@ -186,6 +225,7 @@ fn launch(binary: &Path, port: u16, dir: &Path) -> Result<Child, LaunchError> {
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.0))
         .stderr(Stdio::from(log.1))
@@ -201,7 +241,7 @@ fn launch(binary: &Path, port: u16, dir: &Path) -> Result<Child, LaunchError> {
             }
         })?;
 
-    match wait_ready(port, &mut child) {
+    match wait_ready(port, password, &mut child) {
         Ok(()) => Ok(child),
         Err(error) => {
             kill(&mut child);
@@ -215,13 +255,13 @@ fn launch(binary: &Path, port: u16, dir: &Path) -> Result<Child, LaunchError> {
 
 /// Polls with PING until `+PONG`, then checks that the answer came from our child and
 /// not from another test's server that won the race for the port.
-fn wait_ready(port: u16, child: &mut Child) -> anyhow::Result<()> {
+fn wait_ready(port: u16, password: Option<&str>, child: &mut Child) -> anyhow::Result<()> {
     let deadline = Instant::now() + STARTUP_DEADLINE;
     loop {
         if let Some(status) = child.try_wait().context("polling redis-server")? {
             bail!("redis-server exited with {status}");
         }
-        if ping(port) {
+        if ping(port, password) {
             break;
         }
         if Instant::now() >= deadline {
@@ -229,7 +269,7 @@ fn wait_ready(port: u16, child: &mut Child) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let info = command_at(port, &["INFO", "server"])?;
+    let info = command_at(port, password, &["INFO", "server"])?;
     let pid_line = format!("process_id:{}", child.id());
     if !info.lines().any(|line| line.trim() == pid_line) {
         bail!("port {port} is answered by another redis-server");
@@ -237,12 +277,21 @@ fn wait_ready(port: u16, child: &mut Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ping(port: u16) -> bool {
+fn ping(port: u16, password: Option<&str>) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if let Some(password) = password {
+        let mut ok = [0_u8; 5];
+        if stream.write_all(&encode(&["AUTH", password])).is_err()
+            || stream.read_exact(&mut ok).is_err()
+            || ok != *b"+OK\r\n"
+        {
+            return false;
+        }
+    }
     if stream.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() {
         return false;
     }
@@ -262,24 +311,42 @@ fn read_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-fn command_at(port: u16, args: &[&str]) -> anyhow::Result<String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .with_context(|| format!("connecting to redis-server at {addr}"))?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-
+/// One command in RESP.
+fn encode(args: &[&str]) -> Vec<u8> {
     let mut request = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
         request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
         request.extend_from_slice(arg.as_bytes());
         request.extend_from_slice(b"\r\n");
     }
+    request
+}
+
+fn command_at(port: u16, password: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .with_context(|| format!("connecting to redis-server at {addr}"))?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+
+    if let Some(password) = password {
+        stream
+            .write_all(&encode(&["AUTH", password]))
+            .context("sending AUTH")?;
+        let mut reply = Vec::new();
+        read_reply(&mut reader, &mut reply).context("reading the reply to AUTH")?;
+        if reply != b"+OK\r\n" {
+            bail!(
+                "AUTH refused: {}",
+                String::from_utf8_lossy(&reply).trim_end()
+            );
+        }
+    }
     stream
-        .write_all(&request)
+        .write_all(&encode(args))
         .with_context(|| format!("sending {args:?}"))?;
 
-    let mut reader = BufReader::new(stream);
     let mut reply = Vec::new();
     read_reply(&mut reader, &mut reply)
         .with_context(|| format!("reading the reply to {args:?}"))?;
@@ -426,7 +493,7 @@ mod tests {
         let redis = started();
         let port = redis.port();
         drop(redis);
-        assert!(!ping(port));
+        assert!(!ping(port, None));
     }
 
     #[test]
@@ -439,12 +506,32 @@ mod tests {
     }
 
     #[test]
+    fn a_password_is_required_and_used_by_command() {
+        crate::init_tracing();
+        let mut redis = RedisServer::start_with_args(&["--requirepass", "s3cret pass"])
+            .expect("redis-server with a password");
+        assert_eq!(redis.command(&["PING"]).expect("PING"), "+PONG\r\n");
+        assert!(!ping(redis.port(), None), "PING without AUTH is refused");
+        assert!(!ping(redis.port(), Some("wrong")));
+        assert!(
+            command_at(redis.port(), None, &["DBSIZE"])
+                .expect("an error reply is a reply")
+                .starts_with("-NOAUTH")
+        );
+        redis.restart().expect("restart keeps the arguments");
+        assert!(!ping(redis.port(), None));
+        assert_eq!(redis.command(&["PING"]).expect("PING"), "+PONG\r\n");
+    }
+
+    #[test]
     fn missing_binary_says_how_to_install() {
         let dir = tempfile::tempdir().expect("tempdir");
         let Err(LaunchError::NotFound(error)) = launch(
             Path::new("/nonexistent/redis-server"),
             free_port(),
             dir.path(),
+            &[],
+            None,
         ) else {
             panic!("a missing binary must be reported as not found");
         };
