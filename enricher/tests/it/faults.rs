@@ -33,7 +33,7 @@ use super::*;
 // ---------------------------------------------------------------------------
 
 /// Creates `topic` and its output topic with `partitions` partitions each.
-fn topics(kafka: &MockKafka, topic: &str, partitions: i32) {
+pub(super) fn topics(kafka: &MockKafka, topic: &str, partitions: i32) {
     kafka.create_topic(topic, partitions).unwrap();
     kafka
         .create_topic(&format!("{topic}_enr"), partitions)
@@ -43,13 +43,30 @@ fn topics(kafka: &MockKafka, topic: &str, partitions: i32) {
 /// Produces records with the ids of `ids` from a thread of its own, a batch
 /// every few tens of milliseconds, by id over the partitions, until stopped
 /// or the range is done.
-struct Feeder {
+pub(super) struct Feeder {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<u64>>,
 }
 
 impl Feeder {
-    fn start(kafka: &MockKafka, topic: &str, partitions: i32, ids: Range<u64>) -> Feeder {
+    pub(super) fn start(
+        kafka: &MockKafka,
+        topic: &str,
+        partitions: i32,
+        ids: Range<u64>,
+    ) -> Feeder {
+        Feeder::start_batched(kafka, topic, partitions, ids, 50)
+    }
+
+    /// As [`Feeder::start`], `batch` records per batch (a batch about every
+    /// 40 ms), so a long run stays under the mock's per-partition limits.
+    pub(super) fn start_batched(
+        kafka: &MockKafka,
+        topic: &str,
+        partitions: i32,
+        ids: Range<u64>,
+        batch: u64,
+    ) -> Feeder {
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", kafka.bootstrap())
             .set("linger.ms", "5")
@@ -59,7 +76,7 @@ impl Feeder {
         let stop = Arc::new(AtomicBool::new(false));
         let (topic, flag) = (topic.to_string(), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
-            let (batch, pause) = (50u64, Duration::from_millis(40));
+            let pause = Duration::from_millis(40);
             let mut next = ids.start;
             while !flag.load(Ordering::Relaxed) && next < ids.end {
                 let to = (next + batch).min(ids.end);
@@ -98,7 +115,7 @@ impl Feeder {
 
     /// Stops feeding, waits for every fed record to be delivered, and
     /// returns the id after the last one fed.
-    fn finish(mut self) -> u64 {
+    pub(super) fn finish(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().unwrap()
     }
@@ -110,12 +127,12 @@ impl Drop for Feeder {
     }
 }
 
-fn sum(offsets: &BTreeMap<i32, i64>) -> i64 {
+pub(super) fn sum(offsets: &BTreeMap<i32, i64>) -> i64 {
     offsets.values().sum()
 }
 
 /// Waits until the group's commits on `topic` reach its high watermarks.
-fn wait_committed_to_end(kafka: &MockKafka, group: &str, topic: &str, partitions: i32) {
+pub(super) fn wait_committed_to_end(kafka: &MockKafka, group: &str, topic: &str, partitions: i32) {
     let high = kafka.high_watermarks(topic, partitions).unwrap();
     wait_until(
         "the commits to reach the high watermarks",
@@ -127,7 +144,13 @@ fn wait_committed_to_end(kafka: &MockKafka, group: &str, topic: &str, partitions
 /// Reads the whole output topic (exactly what its high watermarks say is
 /// there), asserts that every id `0..n` came out, and returns the ids that
 /// came out more than once (once per extra copy).
-fn every_id_out(kafka: &MockKafka, topic: &str, partitions: i32, n: u64, what: &str) -> Vec<u64> {
+pub(super) fn every_id_out(
+    kafka: &MockKafka,
+    topic: &str,
+    partitions: i32,
+    n: u64,
+    what: &str,
+) -> Vec<u64> {
     let output = format!("{topic}_enr");
     let total = sum(&kafka.high_watermarks(&output, partitions).unwrap()) as usize;
     let out = kafka
@@ -159,7 +182,7 @@ fn every_id_out(kafka: &MockKafka, topic: &str, partitions: i32, n: u64, what: &
 }
 
 /// Waits until the worker has produced something (it is mid-stream).
-fn wait_for_output(kafka: &MockKafka, topic: &str, partitions: i32) {
+pub(super) fn wait_for_output(kafka: &MockKafka, topic: &str, partitions: i32) {
     let output = format!("{topic}_enr");
     wait_until("some output", Duration::from_secs(20), || {
         sum(&kafka.high_watermarks(&output, partitions).unwrap()) > 0
@@ -358,7 +381,13 @@ fn free_addr() -> SocketAddr {
 }
 
 /// Writes the worker's config file: fast commits, a short session.
-fn write_run_config(dbs: &Dbs) -> PathBuf {
+pub(super) fn write_run_config(dbs: &Dbs) -> PathBuf {
+    write_run_config_with(dbs, "")
+}
+
+/// As [`write_run_config`], with `extra` TOML tables (`[dns]`, `[redis]`,
+/// ...) appended.
+pub(super) fn write_run_config_with(dbs: &Dbs, extra: &str) -> PathBuf {
     let path = dbs.dir.path().join("enricher.toml");
     let text = format!(
         r#"
@@ -377,6 +406,8 @@ progress_log_secs = 3600
 [kafka.consumer_properties]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
+
+{extra}
 "#,
         path_of(&dbs.city),
         path_of(&dbs.asn)
@@ -387,15 +418,26 @@ progress_log_secs = 3600
 
 /// One `enricher run` process; killed (SIGKILL) if still running when dropped.
 /// Its log (JSON lines, info) stays in `$CARGO_TARGET_TMPDIR/faults/`.
-struct Proc {
-    name: String,
+pub(super) struct Proc {
+    pub(super) name: String,
     child: Child,
     metrics: SocketAddr,
     log: PathBuf,
 }
 
 impl Proc {
-    fn spawn(name: &str, kafka: &MockKafka, topic: &str, config: &Path) -> Proc {
+    pub(super) fn spawn(name: &str, kafka: &MockKafka, topic: &str, config: &Path) -> Proc {
+        Proc::spawn_with(name, kafka, topic, config, &["--no-dns"])
+    }
+
+    /// As [`Proc::spawn`], with `args` in place of `--no-dns`.
+    pub(super) fn spawn_with(
+        name: &str,
+        kafka: &MockKafka,
+        topic: &str,
+        config: &Path,
+        args: &[&str],
+    ) -> Proc {
         let metrics = free_addr();
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults");
         std::fs::create_dir_all(&dir).unwrap();
@@ -405,7 +447,7 @@ impl Proc {
             .args(["--brokers", kafka.bootstrap()])
             .args(["--group", &format!("g-{topic}")])
             .args(["--input-topic", topic])
-            .arg("--no-dns")
+            .args(args)
             .args(["--metrics-addr", &metrics.to_string()])
             .arg("--config")
             .arg(config)
@@ -426,7 +468,7 @@ impl Proc {
 
     /// The partitions the process holds now, per its log: those of its last
     /// assignment, or none if it revoked or lost them since.
-    fn partitions(&self) -> Vec<i32> {
+    pub(super) fn partitions(&self) -> Vec<i32> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let mut held = Vec::new();
         for line in text.lines() {
@@ -454,7 +496,15 @@ impl Proc {
         held
     }
 
-    fn get(&self, path: &str) -> (u16, String) {
+    /// Whether its log holds an event with this message.
+    pub(super) fn logged(&self, message: &str) -> bool {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .any(|v| v["fields"]["message"].as_str() == Some(message))
+    }
+
+    pub(super) fn get(&self, path: &str) -> (u16, String) {
         http_get(self.metrics, path).unwrap_or((0, String::new()))
     }
 
@@ -484,14 +534,14 @@ impl Proc {
     }
 
     /// SIGTERM, then the exit, which must be a clean one.
-    fn stop(mut self) {
+    pub(super) fn stop(mut self) {
         self.terminate();
         let status = self.wait(Duration::from_secs(20));
         assert!(status.success(), "{} exited with {status}", self.name);
     }
 
     /// SIGKILL: no drain, no final commit.
-    fn kill(mut self) {
+    pub(super) fn kill(mut self) {
         self.child.kill().unwrap();
         self.wait(Duration::from_secs(10));
     }

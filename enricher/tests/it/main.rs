@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod cache;
+mod chaos;
 mod dns;
 mod faults;
 mod geoip;
