@@ -46,6 +46,9 @@ pub struct RedisOptions {
     pub password: Option<String>,
     /// PEM CA certificate(s) trusted for `rediss://` instead of the system's roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// Longest hostname accepted from Redis, in bytes: names read back are
+    /// checked like DNS answers (`dns.max_name_len`), since Redis is shared.
+    pub max_name_len: usize,
 }
 
 impl Default for RedisOptions {
@@ -59,6 +62,7 @@ impl Default for RedisOptions {
             max_batch: 512,
             password: None,
             tls_ca_file: None,
+            max_name_len: 253,
         }
     }
 }
@@ -382,7 +386,7 @@ impl Batcher {
                 for (req, value) in reqs.into_iter().zip(values) {
                     let read = value
                         .as_deref()
-                        .and_then(|v| decode(v, now))
+                        .and_then(|v| decode(v, now, self.opts.max_name_len))
                         .unwrap_or(L2Read::Miss);
                     let _ = req.reply.send(read);
                 }
@@ -466,7 +470,7 @@ fn encode(outcome: &PtrOutcome, expires: u64) -> String {
     }
 }
 
-fn decode(value: &[u8], now: u64) -> Option<L2Read> {
+fn decode(value: &[u8], now: u64, max_name_len: usize) -> Option<L2Read> {
     let text = std::str::from_utf8(value).ok()?;
     let (expires, rest) = text.split_once('|')?;
     let expires: u64 = expires.parse().ok()?;
@@ -479,7 +483,7 @@ fn decode(value: &[u8], now: u64) -> Option<L2Read> {
         Some(name) => {
             let labels: Vec<&[u8]> = name.split('.').map(str::as_bytes).collect();
             PtrOutcome::Name {
-                name: crate::dns::sanitize(&labels, 253)?.into(),
+                name: crate::dns::sanitize(&labels, max_name_len)?.into(),
                 ttl_secs: u32::try_from(remaining.as_secs()).unwrap_or(u32::MAX),
             }
         }
@@ -501,7 +505,7 @@ mod tests {
         let v = encode(&name, 1_000);
         assert_eq!(v, "1000|=host.example.test");
         assert_eq!(
-            decode(v.as_bytes(), 900),
+            decode(v.as_bytes(), 900, 253),
             Some(L2Read::Hit(
                 PtrOutcome::Name {
                     name: "host.example.test".into(),
@@ -510,14 +514,31 @@ mod tests {
                 Duration::from_secs(100)
             ))
         );
-        assert_eq!(decode(v.as_bytes(), 1_000), Some(L2Read::Miss));
+        assert_eq!(decode(v.as_bytes(), 1_000, 253), Some(L2Read::Miss));
         let nx = encode(&PtrOutcome::NxDomain, 50);
         assert_eq!(
-            decode(nx.as_bytes(), 40),
+            decode(nx.as_bytes(), 40, 253),
             Some(L2Read::Hit(PtrOutcome::NxDomain, Duration::from_secs(10)))
         );
-        assert_eq!(decode(b"garbage", 0), None);
-        assert_eq!(decode(b"99|=bad name\"", 0), None);
-        assert_eq!(decode(b"99|what", 0), None);
+        assert_eq!(decode(b"garbage", 0, 253), None);
+        assert_eq!(decode(b"99|=bad name\"", 0, 253), None);
+        assert_eq!(decode(b"99|what", 0, 253), None);
+    }
+
+    #[test]
+    fn names_from_redis_are_bounded_like_dns_answers() {
+        let v = encode(
+            &PtrOutcome::Name {
+                name: "host-1.example.test".into(),
+                ttl_secs: 300,
+            },
+            1_000,
+        );
+        assert!(decode(v.as_bytes(), 900, 19).is_some());
+        assert_eq!(decode(v.as_bytes(), 900, 18), None, "over dns.max_name_len");
+        let huge = format!("1000|={}", vec!["a".repeat(63); 5].join("."));
+        assert_eq!(decode(huge.as_bytes(), 900, 253), None);
+        assert_eq!(decode(b"1000|=a..b", 900, 253), None, "empty label");
+        assert_eq!(decode(b"1000|=a\x1b[31m", 900, 253), None, "control bytes");
     }
 }

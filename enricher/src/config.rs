@@ -839,6 +839,7 @@ impl Config {
             max_batch: self.redis.max_batch,
             password: self.redis.password.clone(),
             tls_ca_file: self.redis.tls_ca_file.clone(),
+            max_name_len: self.dns.max_name_len,
         })
     }
 

@@ -429,3 +429,54 @@ async fn rediss_trusts_the_ca_in_redis_tls_ca_file() {
     let _ = l2.get("10.1.1.1".parse().unwrap()).await;
     assert_eq!(l2.state(), CircuitState::Open);
 }
+
+// ---- PTR names are bounded wherever they come from -------------------------
+
+/// Redis is shared: what another process (or an attacker with access to
+/// Redis) wrote is checked like a DNS answer, with the configured bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_read_from_a_shared_redis_are_checked_like_dns_answers() {
+    let redis = RedisServer::start().unwrap();
+    let dns = DnsServer::start(Behaviour::default()).await.unwrap();
+    let dbs = write_dbs();
+    let mut c = config(&dbs, Some(dns.addr()), Some(redis.url()));
+    c.dns.max_name_len = 40;
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3_600;
+    let long = format!("{}.example", "a".repeat(60));
+    let planted = [
+        ("10.2.0.1", "evil\"name,\"x\":1"),
+        ("10.2.0.2", long.as_str()),
+        ("10.2.0.3", "a\u{1b}[31m.example"),
+        ("10.2.0.4", "planted-but-valid.example"),
+    ];
+    for (ip, name) in planted {
+        let reply = redis
+            .command(&[
+                "SET",
+                &format!("enr:ptr:{ip}"),
+                &format!("{expires}|={name}"),
+            ])
+            .unwrap();
+        assert_eq!(reply, "+OK\r\n");
+    }
+    let core = build(&c);
+    for (ip, _) in &planted[..3] {
+        let v = enrich(&core.enricher, &conn(ip, "81.2.69.142")).await;
+        assert_eq!(
+            v["id.orig_h_tier"], "dns",
+            "{ip}: a refused value is a miss"
+        );
+        assert_eq!(
+            v["id.orig_h_ptr"].as_str(),
+            Some(test_support::synth_name(ip.parse().unwrap()).trim_end_matches('.')),
+            "{ip}"
+        );
+    }
+    let v = enrich(&core.enricher, &conn("10.2.0.4", "81.2.69.142")).await;
+    assert_eq!(v["id.orig_h_tier"], "l2");
+    assert_eq!(v["id.orig_h_ptr"], "planted-but-valid.example");
+}
