@@ -211,6 +211,12 @@ Fails the render on any inconsistent value.
 {{- end -}}
 {{- if not $v.redis.urlSecret.name }}{{ $_ := set $cfg.redis "url" $v.redis.url }}{{ end -}}
 {{- end -}}
+{{- if $v.redis.tlsCaSecret.name -}}
+{{- if and $v.redis.url (not $v.redis.urlSecret.name) (not (hasPrefix "rediss://" $v.redis.url)) -}}
+{{- fail "redis.tlsCaSecret needs a rediss:// redis.url" -}}
+{{- end -}}
+{{- $_ := set $cfg.redis "tls_ca_file" (printf "/etc/redis-tls/ca/%s" $v.redis.tlsCaSecret.key) -}}
+{{- end -}}
 {{- $g := $v.geoip -}}
 {{- if ne $g.source "none" -}}
 {{- if and (eq $g.source "existingClaim") (not $g.existingClaim) }}{{ fail "geoip.source existingClaim needs geoip.existingClaim" }}{{ end -}}

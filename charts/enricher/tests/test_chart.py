@@ -87,6 +87,12 @@ VALUE_SETS: dict[str, dict] = {
         "podDisruptionBudget": {"enabled": False},
         "topics": [{"name": "fw", "partitions": 2, "replicas": 2}],
     },
+    "redis-tls-password": {
+        "redis": {"url": "rediss://redis.cache:6380/0",
+                  "passwordSecret": {"name": "redis-pass"},
+                  "tlsCaSecret": {"name": "redis-ca", "key": "ca.pem"}},
+        "topics": [{"name": "bro_conn", "partitions": 2}],
+    },
 }
 
 
@@ -304,6 +310,27 @@ def test_sasl_tls_wiring():
     assert by_name["bro_conn"]["kafka"]["output_topic"] == "bro_conn_enr"
     assert by_name["suricata.eve"]["worker"]["preserve_order"] is True
     assert by_name["bro_conn"]["dns"]["servers"] == ["10.0.0.53:53"]
+
+
+def test_redis_password_and_tls_ca_wiring():
+    objs = render(copy.deepcopy(VALUE_SETS["redis-tls-password"]))
+    (dep,) = by_kind(objs, "Deployment")
+    cfg = worker_toml(objs, dep)
+    assert cfg["redis"]["url"] == "rediss://redis.cache:6380/0"
+    assert cfg["redis"]["tls_ca_file"] == "/etc/redis-tls/ca/ca.pem"
+    assert "password" not in cfg["redis"]
+    env = {e["name"]: e for e in container(dep)["env"]}
+    assert env["ENRICHER_REDIS__PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "redis-pass", "key": "password"}
+    mounts = {m["name"]: m for m in container(dep)["volumeMounts"]}
+    assert mounts["redis-tls-ca"] == {"name": "redis-tls-ca", "mountPath": "/etc/redis-tls/ca", "readOnly": True}
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert vols["redis-tls-ca"]["secret"] == {"secretName": "redis-ca", "items": [{"key": "ca.pem", "path": "ca.pem"}]}
+
+
+def test_redis_tls_ca_needs_rediss():
+    _fails({"redis": {"url": "redis://redis.cache:6379/0", "tlsCaSecret": {"name": "redis-ca"}}}, "rediss://")
+    _fails({"config": {"redis": {"password": "hunter2"}}}, "password")
 
 
 def test_dashboard():
