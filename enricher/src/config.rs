@@ -868,7 +868,13 @@ impl Config {
         } else {
             toml::Value::try_from(&shown).and_then(|mut value| {
                 self.secrets.mask_value(&mut value);
-                toml::to_string_pretty(&value)
+                // Back through the struct for its key order; a masked value
+                // that no longer parses (an address read from a file) keeps
+                // the table's sorted order.
+                match value.clone().try_into::<Config>() {
+                    Ok(masked) => toml::to_string_pretty(&masked),
+                    Err(_) => toml::to_string_pretty(&value),
+                }
             })
         };
         rendered.unwrap_or_else(|e| format!("# cannot render: {e}"))
@@ -1097,8 +1103,10 @@ mod tests {
         assert!(shown.contains("k1:9093,k2:9093"), "{shown}");
         assert!(shown.contains("\"principal=***\""), "{shown}");
         assert!(shown.contains("redis://:***@redis:6379/0"), "{shown}");
-        // The masked output is itself a valid config.
+        // The masked output is itself a valid config, in the usual order.
         Config::from_toml(&shown).expect("masked output parses");
+        let sections: Vec<&str> = shown.lines().filter(|l| l.starts_with('[')).collect();
+        assert_eq!(sections[..2], ["[input]", "[fields]"], "{shown}");
     }
 
     #[test]
