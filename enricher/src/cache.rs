@@ -27,8 +27,8 @@ use tokio::time::Instant;
 use crate::dns::PtrOutcome;
 use crate::metrics as m;
 
-/// Settings for [`RedisCache::start`].
-#[derive(Debug, Clone)]
+/// Settings for [`RedisCache::start`]. `Debug` masks the password.
+#[derive(Clone)]
 pub struct RedisOptions {
     /// `redis://[user:password@]host:port/db` or `rediss://` for TLS.
     pub url: String,
@@ -64,6 +64,22 @@ impl Default for RedisOptions {
             tls_ca_file: None,
             max_name_len: 253,
         }
+    }
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &crate::config::mask_secrets(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("failure_threshold", &self.failure_threshold)
+            .field("open_for", &self.open_for)
+            .field("max_batch", &self.max_batch)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("max_name_len", &self.max_name_len)
+            .finish()
     }
 }
 

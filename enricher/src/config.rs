@@ -44,8 +44,9 @@ impl ConfigError {
     }
 }
 
-/// The whole configuration.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The whole configuration. `Debug` shows it as [`Config::to_masked_toml`]
+/// does, so a configuration that reaches a log carries no secret.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// How records are read.
@@ -881,6 +882,12 @@ impl Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_masked_toml())
+    }
+}
+
 /// librdkafka properties the worker sets itself; overriding them would
 /// break at-least-once delivery or the worker's own bookkeeping.
 pub const RESERVED_PROPERTIES: [&str; 6] = [
@@ -1102,6 +1109,11 @@ mod tests {
         }
         assert!(shown.contains("k1:9093,k2:9093"), "{shown}");
         assert!(shown.contains("\"principal=***\""), "{shown}");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("p@ss"),
+            "{debug}"
+        );
         assert!(shown.contains("redis://:***@redis:6379/0"), "{shown}");
         // The masked output is itself a valid config, in the usual order.
         Config::from_toml(&shown).expect("masked output parses");
