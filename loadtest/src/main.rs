@@ -189,6 +189,10 @@ struct BenchArgs {
     /// Seconds of the paced latency phase.
     #[arg(long, default_value_t = 5.0)]
     latency_secs: f64,
+    /// Modes to run in each round (ratios need passthrough; one mode alone
+    /// is for profiling).
+    #[arg(long, value_delimiter = ',', default_value = "passthrough,warm,cold")]
+    modes: Vec<bench::Mode>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -448,6 +452,7 @@ fn bench_cmd(args: BenchArgs) -> anyhow::Result<bool> {
         dns_qps: args.dns_qps,
         dns_burst: args.dns_burst,
         latency_secs: args.latency_secs,
+        modes: args.modes,
     })?;
     if args.output.json {
         println!("{}", serde_json::to_string(&summary)?);
