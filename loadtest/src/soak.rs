@@ -163,10 +163,15 @@ pub struct Rss {
     pub end_mb: f64,
     /// Highest sample from the first burst on, MiB.
     pub max_mb: f64,
-    /// The kernel's high-water mark (`VmHWM`) over the whole life, MiB.
+    /// Highest over the whole life, calibration included: the kernel's
+    /// high-water mark (`VmHWM`, which the kernel updates lazily) or the
+    /// highest sample, whichever is higher, MiB.
     pub peak_mb: f64,
-    /// Least-squares slope from the end of the first burst's drain on
-    /// (after caches and buffers have filled), MiB per hour.
+    /// Least-squares slope of the RSS read at the end of each idle spell
+    /// (the worker drained and quiet), over the second half of the bursts,
+    /// MiB per hour: a leak shows in every half, while the one-time growth
+    /// of caches and of librdkafka's fetch queue after the first large lag
+    /// falls in the first (0 with fewer than three bursts).
     pub slope_mb_per_hour: f64,
 }
 
@@ -535,7 +540,10 @@ pub fn run(options: &SoakOptions) -> anyhow::Result<SoakSummary> {
     monitor.wait_for_output(&watcher, sender.batches, total)?;
     let timeline = std::mem::take(&mut monitor.timeline);
     drop(monitor);
-    let peak_mb = worker.peak_rss_mb();
+    let peak_mb = timeline
+        .iter()
+        .map(|s| s.rss_mb)
+        .fold(worker.peak_rss_mb(), f64::max);
     let l1_hit_ratio = worker.l1_hit_ratio();
     let refused = sender.state.refused(1);
     let sent = sender.state.acked[1].load(Ordering::Relaxed);
@@ -549,18 +557,16 @@ pub fn run(options: &SoakOptions) -> anyhow::Result<SoakSummary> {
     drop(dns);
     dns_runtime.shutdown_background();
 
-    let steady_from = report_bursts.first().map_or(0.0, |b| {
-        soak_t0 + b.start_s + b.send_s + b.drain_s.unwrap_or(0.0)
-    });
+    let idle_ends: Vec<(f64, f64)> = report_bursts
+        .iter()
+        .skip(report_bursts.len() / 2)
+        .map(|b| (b.start_s + b.send_s + b.idle_s, b.rss_end_mb))
+        .collect();
     let soak_samples = || {
         timeline
             .iter()
             .filter(move |s| s.t_s >= soak_t0 && s.phase != "final")
     };
-    let steady: Vec<(f64, f64)> = soak_samples()
-        .filter(|s| s.t_s >= steady_from)
-        .map(|s| (s.t_s, s.rss_mb))
-        .collect();
     let loaded_s: f64 = report_bursts
         .iter()
         .map(|b| b.send_s + b.drain_s.unwrap_or(b.idle_s))
@@ -594,7 +600,7 @@ pub fn run(options: &SoakOptions) -> anyhow::Result<SoakSummary> {
                 .map(|s| s.rss_mb)
                 .fold(start_mb.max(end_mb), f64::max),
             peak_mb,
-            slope_mb_per_hour: slope_per_hour(&steady),
+            slope_mb_per_hour: slope_per_hour(&idle_ends),
         },
         worker_exit,
         bursts: report_bursts,
@@ -1231,18 +1237,20 @@ impl SoakSummary {
         let r = self.rss;
         let _ = writeln!(
             s,
-            "  RSS ({})  start {:.1} MiB, end {:.1} MiB, max {:.1} MiB; slope {:+.1} MiB/h after the first burst; ready {:.1} MiB, kernel peak {:.1} MiB",
-            if r.worker_only {
-                "worker alone"
-            } else {
-                "whole process"
-            },
+            "  worker RSS          start {:.1} MiB, end {:.1} MiB, max {:.1} MiB ({})",
             r.start_mb,
             r.end_mb,
             r.max_mb,
-            r.slope_mb_per_hour,
-            r.ready_mb,
-            r.peak_mb
+            if r.worker_only {
+                "the worker process alone"
+            } else {
+                "the whole loadtest process"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  RSS trend           {:+.1} MiB/h at the end of idle spells, second half; {:.1} MiB when ready, {:.1} MiB at most over its life",
+            r.slope_mb_per_hour, r.ready_mb, r.peak_mb
         );
         let _ = writeln!(
             s,
