@@ -49,6 +49,9 @@ pub struct RedisOptions {
     /// Longest hostname accepted from Redis, in bytes: names read back are
     /// checked like DNS answers (`dns.max_name_len`), since Redis is shared.
     pub max_name_len: usize,
+    /// Longest time an answer read from Redis is kept (`dns.max_ttl_secs`):
+    /// an expiry far in the future, written by another process, is capped.
+    pub max_ttl: Duration,
 }
 
 impl Default for RedisOptions {
@@ -63,6 +66,7 @@ impl Default for RedisOptions {
             password: None,
             tls_ca_file: None,
             max_name_len: 253,
+            max_ttl: Duration::from_secs(86_400),
         }
     }
 }
@@ -79,6 +83,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("tls_ca_file", &self.tls_ca_file)
             .field("max_name_len", &self.max_name_len)
+            .field("max_ttl", &self.max_ttl)
             .finish()
     }
 }
@@ -402,7 +407,7 @@ impl Batcher {
                 for (req, value) in reqs.into_iter().zip(values) {
                     let read = value
                         .as_deref()
-                        .and_then(|v| decode(v, now, self.opts.max_name_len))
+                        .and_then(|v| decode(v, now, self.opts.max_name_len, self.opts.max_ttl))
                         .unwrap_or(L2Read::Miss);
                     let _ = req.reply.send(read);
                 }
@@ -486,14 +491,14 @@ fn encode(outcome: &PtrOutcome, expires: u64) -> String {
     }
 }
 
-fn decode(value: &[u8], now: u64, max_name_len: usize) -> Option<L2Read> {
+fn decode(value: &[u8], now: u64, max_name_len: usize, max_ttl: Duration) -> Option<L2Read> {
     let text = std::str::from_utf8(value).ok()?;
     let (expires, rest) = text.split_once('|')?;
     let expires: u64 = expires.parse().ok()?;
     if expires <= now {
         return Some(L2Read::Miss);
     }
-    let remaining = Duration::from_secs(expires - now);
+    let remaining = Duration::from_secs(expires - now).min(max_ttl);
     let outcome = match rest.strip_prefix('=') {
         // Redis is shared: re-check what another process wrote.
         Some(name) => {
@@ -512,6 +517,28 @@ fn decode(value: &[u8], now: u64, max_name_len: usize) -> Option<L2Read> {
 mod tests {
     use super::*;
 
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[test]
+    fn an_expiry_far_ahead_is_capped_at_max_ttl() {
+        // Another process (or anyone who can write to Redis) set an entry
+        // to live for a year: it is kept no longer than dns.max_ttl_secs.
+        let v = encode(
+            &PtrOutcome::Name {
+                name: "host.example.test".into(),
+                ttl_secs: 0,
+            },
+            1_000 + 365 * 86_400,
+        );
+        let Some(L2Read::Hit(PtrOutcome::Name { ttl_secs, .. }, remaining)) =
+            decode(v.as_bytes(), 1_000, 253, Duration::from_secs(3_600))
+        else {
+            panic!("a hit");
+        };
+        assert_eq!(remaining, Duration::from_secs(3_600));
+        assert_eq!(ttl_secs, 3_600);
+    }
+
     #[test]
     fn values_round_trip() {
         let name = PtrOutcome::Name {
@@ -521,7 +548,7 @@ mod tests {
         let v = encode(&name, 1_000);
         assert_eq!(v, "1000|=host.example.test");
         assert_eq!(
-            decode(v.as_bytes(), 900, 253),
+            decode(v.as_bytes(), 900, 253, DAY),
             Some(L2Read::Hit(
                 PtrOutcome::Name {
                     name: "host.example.test".into(),
@@ -530,15 +557,15 @@ mod tests {
                 Duration::from_secs(100)
             ))
         );
-        assert_eq!(decode(v.as_bytes(), 1_000, 253), Some(L2Read::Miss));
+        assert_eq!(decode(v.as_bytes(), 1_000, 253, DAY), Some(L2Read::Miss));
         let nx = encode(&PtrOutcome::NxDomain, 50);
         assert_eq!(
-            decode(nx.as_bytes(), 40, 253),
+            decode(nx.as_bytes(), 40, 253, DAY),
             Some(L2Read::Hit(PtrOutcome::NxDomain, Duration::from_secs(10)))
         );
-        assert_eq!(decode(b"garbage", 0, 253), None);
-        assert_eq!(decode(b"99|=bad name\"", 0, 253), None);
-        assert_eq!(decode(b"99|what", 0, 253), None);
+        assert_eq!(decode(b"garbage", 0, 253, DAY), None);
+        assert_eq!(decode(b"99|=bad name\"", 0, 253, DAY), None);
+        assert_eq!(decode(b"99|what", 0, 253, DAY), None);
     }
 
     #[test]
@@ -550,11 +577,19 @@ mod tests {
             },
             1_000,
         );
-        assert!(decode(v.as_bytes(), 900, 19).is_some());
-        assert_eq!(decode(v.as_bytes(), 900, 18), None, "over dns.max_name_len");
+        assert!(decode(v.as_bytes(), 900, 19, DAY).is_some());
+        assert_eq!(
+            decode(v.as_bytes(), 900, 18, DAY),
+            None,
+            "over dns.max_name_len"
+        );
         let huge = format!("1000|={}", vec!["a".repeat(63); 5].join("."));
-        assert_eq!(decode(huge.as_bytes(), 900, 253), None);
-        assert_eq!(decode(b"1000|=a..b", 900, 253), None, "empty label");
-        assert_eq!(decode(b"1000|=a\x1b[31m", 900, 253), None, "control bytes");
+        assert_eq!(decode(huge.as_bytes(), 900, 253, DAY), None);
+        assert_eq!(decode(b"1000|=a..b", 900, 253, DAY), None, "empty label");
+        assert_eq!(
+            decode(b"1000|=a\x1b[31m", 900, 253, DAY),
+            None,
+            "control bytes"
+        );
     }
 }

@@ -841,6 +841,7 @@ impl Config {
             password: self.redis.password.clone(),
             tls_ca_file: self.redis.tls_ca_file.clone(),
             max_name_len: self.dns.max_name_len,
+            max_ttl: Duration::from_secs(self.dns.max_ttl_secs),
         })
     }
 
