@@ -636,9 +636,6 @@ fn consumer_config(config: &Config) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        // librdkafka prefetches up to 64 MiB by default; 16 MiB keeps the
-        // fetcher well ahead of the worker and its memory bounded.
-        .set("queued.max.messages.kbytes", "16384")
         .set(
             "statistics.interval.ms",
             config.worker.stats_interval_ms.to_string(),
