@@ -22,7 +22,7 @@ use anyhow::Context;
 use enricher::config::Config;
 use enricher::enrich::Scratch;
 use serde::Serialize;
-use test_support::{Behaviour, DnsServer};
+use test_support::DnsServer;
 
 use crate::cluster::{Cluster, Watermarks};
 use crate::feed::{self, Pace, Progress, Stream};
@@ -139,13 +139,7 @@ pub struct BenchSummary {
 pub fn run(options: &BenchOptions) -> anyhow::Result<BenchSummary> {
     let tmp = tempfile::tempdir()?;
     let dbs = crate::geo::write(tmp.path())?;
-    let dns_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let dns = dns_runtime.block_on(DnsServer::start(
-        Behaviour::default().with_mix(crate::realistic_dns()),
-    ))?;
+    let dns = crate::FakeDns::start()?;
     let cluster = Cluster::embedded()?;
     let mut config = crate::worker_config(&dbs, Some(dns.addr()), None);
     config.dns.qps = options.dns_qps;
@@ -249,7 +243,6 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<BenchSummary> {
         paced,
     };
     drop(dns);
-    dns_runtime.shutdown_background();
     Ok(summary)
 }
 
@@ -320,21 +313,12 @@ fn measure(
     let probe = Watermarks::new(cluster, &outputs, partitions)?;
     let dns_before = dns.queries();
     let worker = Worker::start_with(&config, core, runtime)?;
-    let mut window: Vec<(Instant, u64)> = Vec::new();
-    let mut dns_qps_peak: f64 = 0.0;
+    let mut dns_peak = report::PeakRate::default();
     let mut last_change = (Instant::now(), 0);
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let now = Instant::now();
-        let queries = dns.queries() - dns_before;
-        window.push((now, queries));
-        window.retain(|(t, _)| now.duration_since(*t) <= Duration::from_millis(1_050));
-        if let Some((t0, q0)) = window.first()
-            && now.duration_since(*t0) >= Duration::from_millis(900)
-        {
-            dns_qps_peak =
-                dns_qps_peak.max((queries - q0) as f64 / now.duration_since(*t0).as_secs_f64());
-        }
+        dns_peak.sample(now, dns.queries() - dns_before);
         let out = probe.total().unwrap_or(last_change.1);
         if out >= data.records.len() as u64 {
             break;
@@ -376,7 +360,7 @@ fn measure(
         rps: tally.distinct() as f64 / span_s,
         lost,
         duplicates,
-        dns_qps_peak,
+        dns_qps_peak: dns_peak.peak(),
         warmup_s,
     })
 }

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use test_support::{Behaviour, DnsServer};
 
 use crate::cluster::Cluster;
 use crate::feed::Pace;
@@ -68,14 +67,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<Summary> {
         .unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dbs = geo::write(&dir).context("writing the demo GeoIP databases")?;
-    let dns_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("fake-dns")
-        .enable_all()
-        .build()?;
-    let dns = dns_runtime.block_on(DnsServer::start(
-        Behaviour::default().with_mix(crate::realistic_dns()),
-    ))?;
+    let dns = crate::FakeDns::start()?;
     let redis = options.redis_url.clone().or_else(|| {
         crate::redis_reachable("127.0.0.1:6379").then(|| "redis://127.0.0.1:6379".to_string())
     });
@@ -124,6 +116,5 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<Summary> {
     };
     let (summary, _) = run::execute(&cluster, plan)?;
     drop(dns);
-    dns_runtime.shutdown_background();
     Ok(summary)
 }

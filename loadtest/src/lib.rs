@@ -47,6 +47,51 @@ pub fn realistic_dns() -> test_support::Mix {
     }
 }
 
+/// The fake upstream DNS ([`realistic_dns`]) of demos, replays, soaks and
+/// benchmarks, on a runtime of its own; both stop when this is dropped.
+pub struct FakeDns {
+    server: test_support::DnsServer,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl FakeDns {
+    /// Starts it on a free loopback port.
+    ///
+    /// # Errors
+    ///
+    /// When the runtime or the server cannot start.
+    pub fn start() -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fake-dns")
+            .enable_all()
+            .build()?;
+        let server = runtime.block_on(test_support::DnsServer::start(
+            test_support::Behaviour::default().with_mix(realistic_dns()),
+        ))?;
+        Ok(Self {
+            server,
+            runtime: Some(runtime),
+        })
+    }
+}
+
+impl std::ops::Deref for FakeDns {
+    type Target = test_support::DnsServer;
+
+    fn deref(&self) -> &Self::Target {
+        &self.server
+    }
+}
+
+impl Drop for FakeDns {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// A worker config for in-process workers: the demo databases, the given
 /// DNS server and Redis, commits every 500 ms. Brokers, topics and group
 /// are filled in per topic by the run.

@@ -370,17 +370,11 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<bool> {
         city: args.geoip_city.unwrap_or(demo_dbs.city),
         asn: args.geoip_asn.unwrap_or(demo_dbs.asn),
     };
-    let dns_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
     let fake_dns = match (args.dns_server, workers) {
-        (None, 1..) => Some(dns_runtime.block_on(DnsServer::start(
-            Behaviour::default().with_mix(loadtest::realistic_dns()),
-        ))?),
+        (None, 1..) => Some(loadtest::FakeDns::start()?),
         _ => None,
     };
-    let dns_addr = args.dns_server.or(fake_dns.as_ref().map(DnsServer::addr));
+    let dns_addr = args.dns_server.or(fake_dns.as_deref().map(DnsServer::addr));
     let mut config = loadtest::worker_config(&dbs, dns_addr, args.redis_url.as_deref());
     config.kafka.group_id = args.group.clone();
     for (k, v) in &args.properties {
@@ -394,7 +388,7 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<bool> {
         cluster.bootstrap(),
         workers
     );
-    let counter = || fake_dns.as_ref().map_or(0, DnsServer::queries);
+    let counter = || fake_dns.as_deref().map_or(0, DnsServer::queries);
     let pace = match (args.rate, args.speedup) {
         (Some(rate), _) => Pace::Rate(rate),
         (None, Some(factor)) => Pace::Speedup(factor),
@@ -416,7 +410,6 @@ fn replay_cmd(args: ReplayArgs) -> anyhow::Result<bool> {
     };
     let (summary, _) = run::execute(&cluster, plan)?;
     drop(fake_dns);
-    dns_runtime.shutdown_background();
     finish(&summary, &args.output, "loadtest replay")
 }
 

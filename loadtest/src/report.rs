@@ -1,6 +1,7 @@
 //! What a run found, as a table for people and JSON for machines.
 
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use enricher::stats::{DnsSnapshot, Snapshot};
 use serde::Serialize;
@@ -352,5 +353,35 @@ mod tests {
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(12), "12");
         assert!(peak_rss_mb() > 0.0);
+    }
+}
+
+/// The highest rate of a growing count (upstream DNS queries) over sliding
+/// one-second windows: the DNS budget is per second, and shorter windows
+/// would count its burst allowance twice.
+#[derive(Debug, Default)]
+pub struct PeakRate {
+    window: Vec<(Instant, u64)>,
+    peak: f64,
+}
+
+impl PeakRate {
+    /// Takes the count as read at `now` (read it together with `now`: a
+    /// count read late would inflate the rate).
+    pub fn sample(&mut self, now: Instant, count: u64) {
+        self.window.push((now, count));
+        self.window
+            .retain(|(t, _)| now.duration_since(*t) <= Duration::from_millis(1_050));
+        if let Some(&(t0, c0)) = self.window.first()
+            && now.duration_since(t0) >= Duration::from_millis(900)
+        {
+            let rate = count.saturating_sub(c0) as f64 / now.duration_since(t0).as_secs_f64();
+            self.peak = self.peak.max(rate);
+        }
+    }
+
+    /// The highest rate so far (0 before a whole window was seen).
+    pub fn peak(&self) -> f64 {
+        self.peak
     }
 }

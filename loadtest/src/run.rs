@@ -180,26 +180,15 @@ pub fn execute(cluster: &Cluster, plan: Plan<'_>) -> anyhow::Result<(Summary, Ta
         plan.dns_queries.map_or(0, |f| f()),
     );
     let dns_start = last.3;
-    // Upstream queries over sliding one-second windows: the budget is per
-    // second, and shorter windows would count its burst allowance twice.
-    let mut dns_window: Vec<(Instant, u64)> = Vec::new();
-    let mut dns_qps_peak: f64 = 0.0;
+    let mut dns_peak = report::PeakRate::default();
     let mut last_change = Instant::now();
     let mut last_out = 0;
     loop {
         std::thread::sleep(plan.sample_every);
         let now = Instant::now();
-        // Read with `now`: the probes below can take a while on a busy
-        // machine, and a count read late would inflate this interval's rate.
+        // Read with `now`: the probes below can take a while on a busy machine.
         let dns = plan.dns_queries.map_or(0, |f| f());
-        dns_window.push((now, dns));
-        dns_window.retain(|(t, _)| now.duration_since(*t) <= Duration::from_millis(1_050));
-        if let Some(&(t0, q0)) = dns_window.first()
-            && now.duration_since(t0) >= Duration::from_millis(900)
-        {
-            dns_qps_peak =
-                dns_qps_peak.max((dns - q0.min(dns)) as f64 / now.duration_since(t0).as_secs_f64());
-        }
+        dns_peak.sample(now, dns);
         let acked = progress.acked.load(Ordering::Relaxed);
         let refused = progress.failed_count();
         let (out, ts_diff_s) = {
@@ -290,6 +279,7 @@ pub fn execute(cluster: &Cluster, plan: Plan<'_>) -> anyhow::Result<(Summary, Ta
             ((last as f64 * 1000.0 - start_us as f64) / 1e6).max(1e-3)
         });
     let dns_total = plan.dns_queries.map_or(0, |f| f()) - dns_start;
+    let mut dns_qps_peak = dns_peak.peak();
     if dns_qps_peak == 0.0 && dns_total > 0 {
         // A run shorter than a second: its average is its peak.
         dns_qps_peak = dns_total as f64 / elapsed_s;

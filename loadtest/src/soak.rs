@@ -34,7 +34,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use serde::Serialize;
-use test_support::{Behaviour, DnsServer};
 
 use crate::cluster::{Cluster, LagProbe};
 use crate::feed::{self, RUN_HEADER, SENT_HEADER, SEQ_HEADER};
@@ -331,14 +330,7 @@ pub fn run(options: &SoakOptions) -> anyhow::Result<SoakSummary> {
     }
     let tmp = tempfile::tempdir()?;
     let dbs = crate::geo::write(tmp.path()).context("writing the demo GeoIP databases")?;
-    let dns_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("fake-dns")
-        .enable_all()
-        .build()?;
-    let dns = dns_runtime.block_on(DnsServer::start(
-        Behaviour::default().with_mix(crate::realistic_dns()),
-    ))?;
+    let dns = crate::FakeDns::start()?;
     let pool = synth::generate(&options.spec);
     let geo: Arc<Vec<bool>> = Arc::new(pool.iter().map(|g| g.expect_geo).collect());
     let payloads: Arc<Vec<Vec<u8>>> = Arc::new(pool.into_iter().map(|g| g.json.into()).collect());
@@ -555,7 +547,6 @@ pub fn run(options: &SoakOptions) -> anyhow::Result<SoakSummary> {
     let mut tally = watcher.finish();
     let dns_queries = dns.queries();
     drop(dns);
-    dns_runtime.shutdown_background();
 
     let idle_ends: Vec<(f64, f64)> = report_bursts
         .iter()

@@ -7,22 +7,6 @@ use test_support::{Answer, Behaviour, DnsServer, RedisServer};
 
 use super::*;
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn dbsize(redis: &RedisServer) -> usize {
-    let reply = redis.command(&["DBSIZE"]).unwrap();
-    reply.trim().trim_start_matches(':').parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_worker_is_warm_from_redis() {
     let redis = RedisServer::start().unwrap();

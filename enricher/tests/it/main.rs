@@ -26,6 +26,24 @@ use serde_json::Value;
 use tempfile::TempDir;
 use test_support::mmdb;
 
+/// Waits up to 10 s for `done`, polling every 10 ms.
+pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Keys in a Redis server's current database.
+pub fn dbsize(redis: &test_support::RedisServer) -> usize {
+    let reply = redis.command(&["DBSIZE"]).unwrap();
+    reply.trim().trim_start_matches(':').parse().unwrap()
+}
+
 /// A build time that is plausible (not in the future).
 pub const BUILD_EPOCH: u64 = 1_700_000_000;
 

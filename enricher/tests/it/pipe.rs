@@ -12,8 +12,12 @@ fn enricher() -> Command {
 }
 
 pub(crate) fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = enricher()
-        .args(args)
+    output_of(enricher().args(args), stdin)
+}
+
+/// Runs `cmd` with `stdin` written to it from another thread; its output.
+pub(crate) fn output_of(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -3,8 +3,7 @@
 //! configuration path: librdkafka's mock cluster speaks neither), Redis with
 //! a password and over TLS against a real `redis-server`.
 
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output};
 
 use enricher::cache::CircuitState;
 use test_support::{Behaviour, DnsServer, RedisServer, TestPki};
@@ -13,47 +12,18 @@ use super::*;
 
 /// Runs the real binary with `env` added to a clean environment.
 fn enricher(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enricher"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_enricher"));
+    cmd.args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
+        .envs(env.iter().copied());
+    super::pipe::output_of(&mut cmd, stdin)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn dbsize(redis: &RedisServer) -> usize {
-    let reply = redis.command(&["DBSIZE"]).unwrap();
-    reply.trim().trim_start_matches(':').parse().unwrap()
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 // ---- Secrets: check-config as a user runs it ------------------------------
