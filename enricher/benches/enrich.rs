@@ -111,7 +111,8 @@ fn bench(c: &mut Criterion) {
             })
         });
         group.bench_function("enrich_warm", |b| {
-            let mut s = Scratch::default();
+            // As the worker's consumer thread: with the per-thread front.
+            let mut s = Scratch::with_front();
             let mut out = Vec::with_capacity(bytes * 2);
             b.iter(|| {
                 out.clear();

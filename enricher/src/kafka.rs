@@ -812,7 +812,7 @@ pub fn run(
         total: config.worker.max_in_flight,
         preserve_order: config.worker.preserve_order,
         passthrough: config.worker.passthrough,
-        scratch: Scratch::default(),
+        scratch: Scratch::with_front(),
         out: Vec::with_capacity(64 * 1024),
         all_paused: false,
     };

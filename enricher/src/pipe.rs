@@ -198,7 +198,7 @@ pub async fn run(
         })?;
     let concurrency = opts.concurrency.max(1);
     let stats = Arc::clone(enricher.stats());
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch::with_front();
     let mut tsv = TsvReader::new();
     let mut tsv_json = Vec::new();
     let mut window: VecDeque<Slot> = VecDeque::new();

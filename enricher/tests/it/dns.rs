@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use enricher::enrich::Ready;
 use test_support::{Answer, Behaviour, DnsServer, synth_name};
 
 use super::*;
@@ -209,4 +210,32 @@ async fn a_silent_server_receives_one_packet_per_lookup() {
     assert_eq!(v["id.orig_h_ptr_status"], "timeout");
     assert_eq!(dns.queries_for(ip("10.0.0.1")), 1);
     assert_eq!(dns.queries_for(ip("10.0.0.2")), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_threads_front_never_serves_an_expired_answer() {
+    let behaviour = Behaviour::default().with_override(ip("10.0.0.2"), Answer::NxDomain);
+    let dns = DnsServer::start(behaviour).await.unwrap();
+    let dbs = write_dbs();
+    let mut c = config(&dbs, Some(dns.addr()), None);
+    c.dns.nxdomain_ttl_secs = 1;
+    let core = build(&c);
+    let record = conn("10.0.0.2", "10.0.0.2");
+    let filled = Instant::now();
+    enrich(&core.enricher, &record).await;
+    let mut scratch = Scratch::with_front();
+    let mut cached = || {
+        let mut out = Vec::new();
+        core.enricher
+            .enrich_cached(record.as_bytes(), &mut scratch, &mut out)
+            .unwrap()
+    };
+    // Into the front half-way through the answer's one-second life: the
+    // front would trust it for another second, the answer only for half.
+    tokio::time::sleep(Duration::from_millis(500).saturating_sub(filled.elapsed())).await;
+    assert_eq!(cached(), Ready::Done);
+    tokio::time::sleep(Duration::from_millis(1_100).saturating_sub(filled.elapsed())).await;
+    assert_eq!(cached(), Ready::Pending, "expired, so looked up again");
+    enrich(&core.enricher, &record).await;
+    assert_eq!(dns.queries_for(ip("10.0.0.2")), 2);
 }

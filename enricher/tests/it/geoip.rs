@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use enricher::enrich::Ready;
 use test_support::mmdb::{self, CityRecord};
 
 use super::*;
@@ -244,4 +245,39 @@ async fn the_watcher_keeps_serving_through_a_corrupt_file_and_takes_the_next_goo
         enrich(&core.enricher, &conn("10.0.0.1", "81.2.69.142")).await["id.resp_h_country"],
         "DE"
     );
+}
+
+#[tokio::test]
+async fn the_consumer_threads_front_sees_a_replaced_database_at_once() {
+    let dbs = write_dbs();
+    let core = build(&config(&dbs, None, None));
+    let geo = core.enricher.geoip().clone();
+    let record = conn("10.0.0.1", "81.2.69.142");
+    enrich(&core.enricher, &record).await;
+    // The worker's scratch: its front now holds the address.
+    let mut scratch = Scratch::with_front();
+    let cached = |scratch: &mut Scratch| {
+        let mut out = Vec::new();
+        let ready = core
+            .enricher
+            .enrich_cached(record.as_bytes(), scratch, &mut out)
+            .unwrap();
+        assert_eq!(ready, Ready::Done);
+        serde_json::from_slice::<Value>(&out).unwrap()
+    };
+    assert_eq!(cached(&mut scratch)["id.resp_h_city"], "London");
+    assert_eq!(cached(&mut scratch)["id.resp_h_city"], "London");
+    let moved = vec![(
+        "81.2.69.0/24".parse().unwrap(),
+        CityRecord::new("FR", "France", Some("Paris")),
+    )];
+    mmdb::write_atomically(
+        &dbs.city,
+        &mmdb::city_db_bytes(&moved, BUILD_EPOCH + 86_400),
+    )
+    .unwrap();
+    assert_eq!(geo.reload_changed(), 1);
+    // Well within the front's one-second refresh: the generation check
+    // sends the read to L1, which rebuilds the entry.
+    assert_eq!(cached(&mut scratch)["id.resp_h_city"], "Paris");
 }
