@@ -4,7 +4,9 @@
 //! Two entry points share one path. [`Enricher::enrich_cached`] is
 //! synchronous and finishes a record when every address is already in L1 (the
 //! steady state); it allocates nothing once the caller's [`Scratch`] and
-//! output buffer have grown. [`Enricher::enrich`] is the general, async path:
+//! output buffer have grown; a long-lived [`Scratch::with_front`] puts a small
+//! per-thread front before L1 (see `front`). [`Enricher::enrich`] is the
+//! general, async path:
 //! misses become one shared fill per address (concurrent misses for one
 //! address wait on the same fill), and the record waits for them at most
 //! `lookup_deadline`; after that it is written without the PTR, marked
