@@ -676,15 +676,35 @@ fn consumer(
 /// cannot load, a SASL mechanism it does not have) without reaching a broker.
 /// The binary calls it before binding any port; the error names the property.
 pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
-    let consumer: BaseConsumer = consumer_config(config)
-        .create()
+    let consumer: BaseConsumer<Quiet> = consumer_config(config)
+        .create_with_context(Quiet)
         .map_err(|e| client_error(config, "consumer", &e))?;
     drop(consumer);
-    let producer: rdkafka::producer::BaseProducer = producer_config(config)
-        .create()
+    let producer: rdkafka::producer::BaseProducer<Quiet> = producer_config(config)
+        .create_with_context(Quiet)
         .map_err(|e| client_error(config, "producer", &e))?;
     drop(producer);
     Ok(())
+}
+
+/// The context of [`check_clients`]' clients: they live for an instant, but
+/// may start connecting first, and a failure of that (no broker reachable
+/// yet) is no news for a configuration check: nothing is logged, so the
+/// check's own error is the one line a bad configuration prints.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, _: &str) {}
+
+    fn error(&self, _: KafkaError, _: &str) {}
+}
+
+impl ConsumerContext for Quiet {}
+
+impl ProducerContext for Quiet {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
 }
 
 /// A client that librdkafka refused, as a config error naming the property
