@@ -7,6 +7,20 @@ use test_support::mmdb::{self, CityRecord};
 
 use super::*;
 
+/// Replaces the City database with one, built a day later, that puts
+/// 81.2.69.0/24 in Paris.
+fn move_to_paris(dbs: &Dbs) {
+    let moved = vec![(
+        "81.2.69.0/24".parse().unwrap(),
+        CityRecord::new("FR", "France", Some("Paris")),
+    )];
+    mmdb::write_atomically(
+        &dbs.city,
+        &mmdb::city_db_bytes(&moved, BUILD_EPOCH + 86_400),
+    )
+    .unwrap();
+}
+
 #[tokio::test]
 async fn enriches_flat_fields_and_skips_private_addresses() {
     let dbs = write_dbs();
@@ -149,15 +163,7 @@ async fn a_corrupt_replacement_is_rejected_and_the_old_database_keeps_serving() 
     assert_eq!(enrich(&core.enricher, &fresh).await["id.resp_h_asn"], 29518);
     // A good replacement is swapped in, and cached entries are rebuilt from it.
     let generation = geo.generation();
-    let moved = vec![(
-        "81.2.69.0/24".parse().unwrap(),
-        CityRecord::new("FR", "France", Some("Paris")),
-    )];
-    mmdb::write_atomically(
-        &dbs.city,
-        &mmdb::city_db_bytes(&moved, BUILD_EPOCH + 86_400),
-    )
-    .unwrap();
+    move_to_paris(&dbs);
     assert_eq!(geo.reload_changed(), 1);
     assert!(geo.generation() > generation);
     let v = enrich(&core.enricher, &record).await;
@@ -267,15 +273,7 @@ async fn the_consumer_threads_front_sees_a_replaced_database_at_once() {
     };
     assert_eq!(cached(&mut scratch)["id.resp_h_city"], "London");
     assert_eq!(cached(&mut scratch)["id.resp_h_city"], "London");
-    let moved = vec![(
-        "81.2.69.0/24".parse().unwrap(),
-        CityRecord::new("FR", "France", Some("Paris")),
-    )];
-    mmdb::write_atomically(
-        &dbs.city,
-        &mmdb::city_db_bytes(&moved, BUILD_EPOCH + 86_400),
-    )
-    .unwrap();
+    move_to_paris(&dbs);
     assert_eq!(geo.reload_changed(), 1);
     // Well within the front's one-second refresh: the generation check
     // sends the read to L1, which rebuilds the entry.
