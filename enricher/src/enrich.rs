@@ -372,21 +372,21 @@ impl Enricher {
     ) -> Result<Ready, RecordError> {
         self.collect(input, s)?;
         let generation = self.geo.generation();
-        let now = Instant::now();
+        // The clock is read only for the front: moka keeps its own.
+        let now = s.front.is_some().then(Instant::now);
         for i in 0..s.unique.len() {
             let ip = s.unique[i].ip;
-            let fresh = |e: &Arc<Entry>| e.geo_gen == generation && now < e.expires;
-            let entry = match s.front.as_ref().and_then(|f| f.get(ip, now)) {
-                Some(entry) if fresh(entry) => Arc::clone(entry),
-                _ => match self.l1_get(ip, generation) {
-                    Some(entry) => {
-                        if let Some(front) = &mut s.front {
-                            front.put(ip, Arc::clone(&entry), now);
-                        }
-                        entry
-                    }
-                    None => return Ok(Ready::Pending),
-                },
+            let entry = match (s.front.as_mut(), now) {
+                (Some(front), Some(now)) => front.get_or_load(
+                    ip,
+                    now,
+                    |e| e.geo_gen == generation && now < e.expires,
+                    || self.l1_get(ip, generation),
+                ),
+                _ => self.l1_get(ip, generation),
+            };
+            let Some(entry) = entry else {
+                return Ok(Ready::Pending);
             };
             s.unique[i].entry = Some(entry);
             s.unique[i].tier = Tier::L1;

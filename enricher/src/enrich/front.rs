@@ -82,6 +82,23 @@ impl<V: Clone> Front<V> {
             until: now + REFRESH,
         });
     }
+
+    /// The value held for `ip` while `usable` says so, else what `load`
+    /// returns, which is then held.
+    pub(crate) fn get_or_load(
+        &mut self,
+        ip: IpAddr,
+        now: Instant,
+        usable: impl Fn(&V) -> bool,
+        load: impl FnOnce() -> Option<V>,
+    ) -> Option<V> {
+        if let Some(value) = self.get(ip, now).filter(|v| usable(v)) {
+            return Some(value.clone());
+        }
+        let value = load()?;
+        self.put(ip, value.clone(), now);
+        Some(value)
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +119,21 @@ mod tests {
         assert_eq!(front.get(v4(1), now + REFRESH / 2), Some(&7));
         assert_eq!(front.get(v4(1), now + REFRESH), None);
         assert_eq!(front.get(v4(2), now), None);
+    }
+
+    #[test]
+    fn an_unusable_value_is_loaded_again_and_a_failed_load_holds_nothing() {
+        let mut front = Front::new(SLOTS);
+        let now = Instant::now();
+        assert_eq!(front.get_or_load(v4(1), now, |_| true, || None), None);
+        assert_eq!(front.get(v4(1), now), None);
+        assert_eq!(front.get_or_load(v4(1), now, |_| true, || Some(1)), Some(1));
+        assert_eq!(front.get_or_load(v4(1), now, |_| true, || Some(2)), Some(1));
+        assert_eq!(
+            front.get_or_load(v4(1), now, |v| *v != 1, || Some(3)),
+            Some(3)
+        );
+        assert_eq!(front.get(v4(1), now), Some(&3));
     }
 
     #[test]
