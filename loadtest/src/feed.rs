@@ -47,16 +47,54 @@ pub enum Pace {
     Speedup(f64),
 }
 
+/// What a producer's delivery reports say: the records the cluster
+/// acknowledged, and the `(topic, seq)` of those it refused after the
+/// producer's retries (not part of the run: they cannot be lost downstream).
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    acked: AtomicU64,
+    refused: Mutex<Vec<(usize, u64)>>,
+}
+
+impl Deliveries {
+    /// Counts the delivery report of record `id`.
+    pub fn record(&self, result: &DeliveryResult<'_>, id: (usize, u64)) {
+        match result {
+            Ok(_) => {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, _)) => {
+                tracing::warn!(%error, "A load-test record was refused by the cluster");
+                if let Ok(mut refused) = self.refused.lock() {
+                    refused.push(id);
+                }
+            }
+        }
+    }
+
+    /// Records acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// The refused records, as `(topic, seq)`.
+    pub fn refused(&self) -> Vec<(usize, u64)> {
+        self.refused.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Number of refused records.
+    pub fn refused_count(&self) -> u64 {
+        self.refused.lock().map_or(0, |r| r.len() as u64)
+    }
+}
+
 /// What the feeder has done so far; shared with the progress display.
 #[derive(Debug)]
 pub struct Progress {
     /// Records handed to the producer.
     pub sent: AtomicU64,
-    /// Records the cluster acknowledged.
-    pub acked: AtomicU64,
-    /// Records the cluster refused after the producer's retries: not part of
-    /// the run (they cannot be lost downstream).
-    pub failed: Mutex<Vec<(usize, u64)>>,
+    /// What the cluster acknowledged and refused.
+    pub deliveries: Deliveries,
     /// Per topic: the send time (Unix µs) of the newest record sent.
     pub newest_sent_us: Vec<AtomicU64>,
     /// Set when every record has been sent and acknowledged or refused.
@@ -68,8 +106,7 @@ impl Progress {
     pub fn new(topics: usize) -> Arc<Self> {
         Arc::new(Self {
             sent: AtomicU64::new(0),
-            acked: AtomicU64::new(0),
-            failed: Mutex::new(Vec::new()),
+            deliveries: Deliveries::default(),
             newest_sent_us: (0..topics).map(|_| AtomicU64::new(0)).collect(),
             done: AtomicBool::new(false),
         })
@@ -77,7 +114,7 @@ impl Progress {
 
     /// Number of refused records.
     pub fn failed_count(&self) -> u64 {
-        self.failed.lock().map_or(0, |f| f.len() as u64)
+        self.deliveries.refused_count()
     }
 }
 
@@ -91,17 +128,7 @@ impl ProducerContext for Context {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-        match result {
-            Ok(_) => {
-                self.progress.acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((error, _)) => {
-                tracing::warn!(%error, "A load-test record was refused by the cluster");
-                if let Ok(mut failed) = self.progress.failed.lock() {
-                    failed.push(unpack(opaque));
-                }
-            }
-        }
+        self.progress.deliveries.record(result, unpack(opaque));
     }
 }
 

@@ -189,7 +189,7 @@ pub fn execute(cluster: &Cluster, plan: Plan<'_>) -> anyhow::Result<(Summary, Ta
         // Read with `now`: the probes below can take a while on a busy machine.
         let dns = plan.dns_queries.map_or(0, |f| f());
         dns_peak.sample(now, dns);
-        let acked = progress.acked.load(Ordering::Relaxed);
+        let acked = progress.deliveries.acked();
         let refused = progress.failed_count();
         let (out, ts_diff_s) = {
             let tally = watcher.tally();
@@ -267,11 +267,7 @@ pub fn execute(cluster: &Cluster, plan: Plan<'_>) -> anyhow::Result<(Summary, Ta
     // Anything a stopping worker sent again shows up as a duplicate.
     std::thread::sleep(Duration::from_millis(500));
     let mut tally = watcher.finish();
-    let refused_list = progress
-        .failed
-        .lock()
-        .map(|f| f.clone())
-        .unwrap_or_default();
+    let refused_list = progress.deliveries.refused();
     let lost: u64 = tally.missing(&refused_list).iter().sum();
     let elapsed_s = tally
         .last_out_ms
@@ -290,7 +286,7 @@ pub fn execute(cluster: &Cluster, plan: Plan<'_>) -> anyhow::Result<(Summary, Ta
         run_id,
         brokers: cluster.bootstrap(),
         workers,
-        sent: progress.acked.load(Ordering::Relaxed),
+        sent: progress.deliveries.acked(),
         refused: refused_list.len() as u64,
         elapsed_s,
         throughput_rps: tally.distinct() as f64 / elapsed_s,

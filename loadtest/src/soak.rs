@@ -22,7 +22,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use serde::Serialize;
 
 use crate::cluster::{Cluster, LagProbe};
-use crate::feed::{self, RUN_HEADER, SENT_HEADER, SEQ_HEADER};
+use crate::feed::{self, Deliveries, RUN_HEADER, SENT_HEADER, SEQ_HEADER};
 use crate::fleet;
 use crate::report::{Percentiles, thousands};
 use crate::synth::{self, Spec};
@@ -436,7 +436,7 @@ pub fn run(options: &SoakOptions) -> anyhow::Result<SoakSummary> {
             })?;
             monitor.wait_for_output(&watcher, 1, n)?;
             let tally = watcher.finish();
-            let refused = sender.state.refused(0);
+            let refused = sender.state.runs[0].refused();
             let span_s = match (tally.first_out_ms, tally.last_out_ms) {
                 (Some(a), Some(b)) => ((b - a) as f64 / 1000.0).max(1e-3),
                 _ => f64::INFINITY,
@@ -537,8 +537,8 @@ pub fn run(options: &SoakOptions) -> anyhow::Result<SoakSummary> {
         .map(|s| s.rss_mb)
         .fold(worker.peak_rss_mb(), f64::max);
     let l1_hit_ratio = worker.l1_hit_ratio();
-    let refused = sender.state.refused(1);
-    let sent = sender.state.acked[1].load(Ordering::Relaxed);
+    let refused = sender.state.runs[1].refused();
+    let sent = sender.state.runs[1].acked();
     sender.finish()?;
     let worker_desc = worker.describe();
     let worker_exit = worker.stop()?;
@@ -870,7 +870,7 @@ impl Monitor<'_> {
         self.next_sample = now + self.sample_every;
         let lag = self.probe.lag();
         self.lag_max = self.lag_max.max(lag.unwrap_or(0));
-        let sent = self.state.acked[self.run].load(Ordering::Relaxed);
+        let sent = self.state.runs[self.run].acked();
         let out = watcher.tally().distinct();
         let dt = now.duration_since(self.last.0).as_secs_f64().max(1e-9);
         let sample = SoakSample {
@@ -925,7 +925,7 @@ impl Monitor<'_> {
             self.step(watcher, false)?;
             let done = self.state.batches_done.load(Ordering::Relaxed) >= batches;
             let out = watcher.tally().distinct();
-            if done && out + self.state.refused(self.run).len() as u64 >= expected {
+            if done && out + self.state.runs[self.run].refused_count() >= expected {
                 return Ok(());
             }
             if out != last_change.1 {
@@ -951,22 +951,11 @@ struct Batch {
 /// What the sender has done, shared with the monitor.
 #[derive(Debug, Default)]
 struct SendState {
-    /// Records acknowledged by the cluster, per run.
-    acked: [AtomicU64; 2],
-    /// Sequence numbers the cluster refused, per run.
-    refused: Mutex<[Vec<u64>; 2]>,
+    /// What the cluster acknowledged and refused, per run (calibration 0,
+    /// soak 1); refused records as the watcher's `(0, seq)` pairs.
+    runs: [Deliveries; 2],
     /// Batches sent and acknowledged in full.
     batches_done: AtomicU64,
-}
-
-impl SendState {
-    /// Refused records of `run`, as the watcher's `(topic, seq)` pairs.
-    fn refused(&self, run: usize) -> Vec<(usize, u64)> {
-        self.refused
-            .lock()
-            .map(|r| r[run].iter().map(|s| (0, *s)).collect())
-            .unwrap_or_default()
-    }
 }
 
 /// The opaque of a calibration record has this bit set.
@@ -983,17 +972,8 @@ impl ProducerContext for SendContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         let run = usize::from(opaque & CALIBRATION_BIT == 0);
-        match result {
-            Ok(_) => {
-                self.state.acked[run].fetch_add(1, Ordering::Relaxed);
-            }
-            Err((error, _)) => {
-                tracing::warn!(%error, "A soak record was refused by the cluster");
-                if let Ok(mut refused) = self.state.refused.lock() {
-                    refused[run].push((opaque & !CALIBRATION_BIT) as u64);
-                }
-            }
-        }
+        let seq = (opaque & !CALIBRATION_BIT) as u64;
+        self.state.runs[run].record(result, (0, seq));
     }
 }
 
