@@ -850,6 +850,7 @@ pub fn run(
         passthrough: config.worker.passthrough,
         scratch: Scratch::with_front(),
         out: Vec::with_capacity(64 * 1024),
+        full_since: None,
         all_paused: false,
     };
     worker.run(&consumer, &stop, config)?;
@@ -870,8 +871,17 @@ struct Loop {
     passthrough: bool,
     scratch: Scratch,
     out: Vec<u8>,
+    /// Since when the total in-flight limit has been reached.
+    full_since: Option<Instant>,
     all_paused: bool,
 }
+
+/// How long the loop holds back at the total in-flight limit before it
+/// pauses every partition.
+const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long the loop sleeps per turn while it holds back.
+const HOLD_TICK: Duration = Duration::from_millis(1);
 
 impl Loop {
     fn run(
@@ -886,9 +896,17 @@ impl Loop {
                 .health
                 .heartbeat_ms
                 .store(now_ms(), Ordering::Relaxed);
-            // Up to a batch of messages per turn, then the bookkeeping.
+            // Up to a batch of messages per turn, then the bookkeeping. At
+            // the total in-flight limit no message is taken until delivery
+            // reports bring it down (see `flow_control`).
             let mut wait = Duration::from_millis(20);
+            if self.holding() {
+                std::thread::sleep(HOLD_TICK);
+            }
             for _ in 0..512 {
+                if self.holding() {
+                    break;
+                }
                 match consumer.poll(wait) {
                     None => break,
                     Some(Ok(msg)) => self.take(&msg),
@@ -904,7 +922,7 @@ impl Loop {
                 let shared = Arc::clone(&self.shared);
                 let mut state = shared.state();
                 shared.settle(&mut state);
-                self.flow_control(consumer, &mut state);
+                self.flow_control(consumer, &mut state, now);
                 if now.duration_since(last_tick) >= Duration::from_millis(100) {
                     last_tick = now;
                     commit(consumer, &shared.topic, &mut state, now, false);
@@ -922,11 +940,38 @@ impl Loop {
         Ok(())
     }
 
+    /// Whether the total in-flight limit holds the loop back from taking
+    /// messages (without pausing: see [`Self::flow_control`]).
+    fn holding(&self) -> bool {
+        self.full_since.is_some() && !self.all_paused
+    }
+
     /// Bounds in-flight records: pauses a partition at its limit and resumes
-    /// it at half; pauses everything at the total limit.
-    fn flow_control(&mut self, consumer: &BaseConsumer<WorkerContext>, state: &mut State) {
+    /// it at half.
+    ///
+    /// At the total limit the loop first just stops taking messages:
+    /// librdkafka stops fetching once its bounded prefetch queue is full, and
+    /// the queue is kept. Pausing would throw it away (librdkafka purges a
+    /// paused partition's prefetched messages) and cost a fetch round trip
+    /// per partition on resume. Only when the limit has held for
+    /// [`HOLD_BEFORE_PAUSE`] (a stuck producer) is everything paused, so the
+    /// loop can poll again and serve rebalances while nothing is taken.
+    fn flow_control(
+        &mut self,
+        consumer: &BaseConsumer<WorkerContext>,
+        state: &mut State,
+        now: Instant,
+    ) {
         let topic = &self.shared.topic;
-        let over_total = state.acker.total_in_flight() >= self.total;
+        let full = state.acker.total_in_flight() >= self.total;
+        if full {
+            self.full_since.get_or_insert(now);
+        } else {
+            self.full_since = None;
+        }
+        let over_total = self
+            .full_since
+            .is_some_and(|since| now.duration_since(since) >= HOLD_BEFORE_PAUSE);
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
         let partitions: Vec<i32> = state.current.keys().copied().collect();
@@ -977,6 +1022,9 @@ impl Loop {
                 *newest = (*newest).max(ts);
             }
             state.report.consumed += 1;
+            if state.acker.total_in_flight() >= self.total {
+                self.full_since.get_or_insert_with(Instant::now);
+            }
             slot
         };
         let opaque = pack(slot, offset);

@@ -293,6 +293,60 @@ fn preserve_order_keeps_each_partitions_records_in_input_order() {
 }
 
 #[test]
+fn the_total_in_flight_limit_holds_records_back_and_loses_none() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dns = rt
+        .block_on(test_support::DnsServer::start(
+            test_support::Behaviour::default().with_latency(Duration::from_millis(100)),
+        ))
+        .unwrap();
+    let kafka = MockKafka::start(1).unwrap();
+    let topic = "bro_conn_bounded";
+    kafka.create_topic(topic, 2).unwrap();
+    kafka.create_topic(&format!("{topic}_enr"), 2).unwrap();
+    let dbs = write_dbs();
+    let mut c = kafka_config(&dbs, &kafka, topic);
+    c.dns.enabled = true;
+    c.dns.servers = vec![dns.addr()];
+    c.dns.qps = 100_000;
+    c.dns.burst = 100_000;
+    c.dns.max_in_flight = 1_000;
+    c.worker.max_in_flight = 40;
+    c.worker.max_in_flight_per_partition = 40;
+    // Every record has an address of its own, so each one waits on its own
+    // lookup: the queries held at the server are the records in flight.
+    let n = 400;
+    let input: Vec<String> = (0..n)
+        .map(|id| {
+            format!(
+                r#"{{"id":{id},"id.orig_h":"10.9.{}.{}"}}"#,
+                id / 250,
+                id % 250
+            )
+        })
+        .collect();
+    kafka.produce(topic, 2, &input).unwrap();
+    let w = Worker::start(&c);
+    let out = kafka
+        .read_all(&format!("{topic}_enr"), n, Duration::from_secs(60))
+        .unwrap();
+    let report = w.stop();
+    let (ids, dups) = count_ids(&out, "id");
+    assert_eq!(ids.len(), n, "every id out");
+    assert_eq!(dups, 0);
+    assert_eq!(report.consumed, n as u64);
+    let peak = dns.peak_in_flight();
+    assert!(
+        (1..=40).contains(&peak),
+        "{peak} lookups at once with 40 records allowed in flight"
+    );
+    assert!(
+        out.iter().all(|r| r.text().contains("_ptr")),
+        "every lookup answered"
+    );
+}
+
+#[test]
 fn passthrough_copies_every_record_unchanged_including_bad_ones() {
     let kafka = MockKafka::start(1).unwrap();
     let topic = "bro_conn_passthrough";

@@ -259,6 +259,8 @@ impl DnsServer {
             behaviour: Mutex::new(Arc::new(behaviour)),
             total: AtomicU64::new(0),
             per_ip: Mutex::new(HashMap::new()),
+            in_flight: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
         });
         let mut server = Server::new(Handler {
             shared: Arc::clone(&shared),
@@ -299,11 +301,21 @@ impl DnsServer {
         lock(&self.shared.per_ip).get(&ip).copied().unwrap_or(0)
     }
 
+    /// The most queries held at once (received, and not yet answered or
+    /// silenced) since start or the last [`reset_counts`](Self::reset_counts).
+    pub fn peak_in_flight(&self) -> u64 {
+        self.shared.peak.load(Ordering::SeqCst)
+    }
+
     /// Sets all counters back to zero.
     pub fn reset_counts(&self) {
         let mut per_ip = lock(&self.shared.per_ip);
         per_ip.clear();
         self.shared.total.store(0, Ordering::SeqCst);
+        self.shared.peak.store(
+            self.shared.in_flight.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        );
     }
 
     /// Stops the server and waits until its socket is closed; queries in flight are
@@ -341,6 +353,25 @@ struct Shared {
     behaviour: Mutex<Arc<Behaviour>>,
     total: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, u64>>,
+    in_flight: AtomicU64,
+    peak: AtomicU64,
+}
+
+/// Counts one query as held from its arrival until it is dropped.
+struct Held<'a>(&'a Shared);
+
+impl<'a> Held<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.peak.fetch_max(now, Ordering::SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -428,6 +459,7 @@ impl RequestHandler for Handler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let nth = self.shared.total.fetch_add(1, Ordering::SeqCst);
+        let _held = Held::new(&self.shared);
         let behaviour = Arc::clone(&lock(&self.shared.behaviour));
         let target = classify(request);
         if let Target::Ptr(ip) = target {
