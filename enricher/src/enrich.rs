@@ -200,7 +200,7 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Buffers with a small private front for L1 (192 KiB), for the one
+    /// Buffers with a small private front for L1 (384 KiB), for the one
     /// long-lived scratch of a thread that calls [`Enricher::enrich_cached`]
     /// for every record. A per-record task's scratch does without.
     pub fn with_front() -> Self {
