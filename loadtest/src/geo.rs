@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use test_support::mmdb::{self, CityRecord};
 
-use crate::synth::Rng;
+use test_support::zeek::Rng;
 
 /// One demo network: where it is and who runs it.
 struct Block {
@@ -150,12 +150,12 @@ fn nets(v6: bool) -> impl Iterator<Item = IpNet> {
 /// A random address in one of the IPv4 demo networks.
 pub(crate) fn random_v4(rng: &mut Rng) -> IpAddr {
     let all: Vec<IpNet> = nets(false).collect();
-    let net = all[(rng.next() % all.len() as u64) as usize];
+    let net = all[(rng.next_u64() % all.len() as u64) as usize];
     let IpNet::V4(net) = net else {
         unreachable!("filtered to IPv4")
     };
     let host_bits = 32 - u32::from(net.prefix_len());
-    let host = (rng.next() as u32) & ((1u32 << host_bits) - 1);
+    let host = (rng.next_u64() as u32) & ((1u32 << host_bits) - 1);
     // Avoid .0 and .255 only for looks.
     let base = u32::from(net.network()) | host;
     IpAddr::V4(Ipv4Addr::from(base | 1))
@@ -164,12 +164,13 @@ pub(crate) fn random_v4(rng: &mut Rng) -> IpAddr {
 /// A random address in one of the IPv6 demo networks.
 pub(crate) fn random_v6(rng: &mut Rng) -> IpAddr {
     let all: Vec<IpNet> = nets(true).collect();
-    let net = all[(rng.next() % all.len() as u64) as usize];
+    let net = all[(rng.next_u64() % all.len() as u64) as usize];
     let IpNet::V6(net) = net else {
         unreachable!("filtered to IPv6")
     };
     let host_bits = 128 - u32::from(net.prefix_len());
-    let host = (u128::from(rng.next()) << 64 | u128::from(rng.next())) & ((1u128 << host_bits) - 1);
+    let host = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()))
+        & ((1u128 << host_bits) - 1);
     IpAddr::V6(Ipv6Addr::from(u128::from(net.network()) | host))
 }
 

@@ -8,8 +8,9 @@
 //! a country and an ASN; private ones come from RFC 1918 and `fd00::/8`.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use test_support::zeek::{self, CIPHERS, DOMAINS, Rng, SERVICES, Val};
 
 use crate::geo;
 
@@ -74,7 +75,7 @@ pub fn generate(spec: &Spec) -> Vec<Generated> {
     let total: u32 = spec.weights.iter().sum::<u32>().max(1);
     (0..spec.records)
         .map(|_| {
-            let pick = (maker.rng.next() % u64::from(total)) as u32;
+            let pick = (maker.rng.next_u64() % u64::from(total)) as u32;
             let record = if pick < spec.weights[0] {
                 maker.conn()
             } else if pick < spec.weights[0] + spec.weights[1] {
@@ -105,7 +106,7 @@ pub fn to_tsv(spec: &Spec) -> Vec<(&'static str, String)> {
     let total: u32 = spec.weights.iter().sum::<u32>().max(1);
     let mut logs: Vec<(&'static str, String)> = Vec::new();
     for _ in 0..spec.records {
-        let pick = (maker.rng.next() % u64::from(total)) as u32;
+        let pick = (maker.rng.next_u64() % u64::from(total)) as u32;
         let record = if pick < spec.weights[0] {
             maker.conn()
         } else if pick < spec.weights[0] + spec.weights[1] {
@@ -124,37 +125,6 @@ pub fn to_tsv(spec: &Spec) -> Vec<(&'static str, String)> {
         logs[index].1.push('\n');
     }
     logs
-}
-
-/// SplitMix64: tiny, fast, and the same everywhere.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub(crate) fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `lo..hi` (the modulo bias does not matter at these sizes).
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.range(0, items.len() as u64) as usize]
-    }
 }
 
 /// The address pool, in popularity order, with the Zipf CDF to draw from it.
@@ -178,14 +148,17 @@ impl Pool {
                 (true, false) => {
                     if rng.chance(0.7) {
                         IpAddr::V4(Ipv4Addr::from(
-                            0x0a00_0000 | (rng.next() as u32 & 0x00ff_ffff),
+                            0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff),
                         ))
                     } else {
-                        IpAddr::V4(Ipv4Addr::from(0xc0a8_0000 | (rng.next() as u32 & 0xffff)))
+                        IpAddr::V4(Ipv4Addr::from(
+                            0xc0a8_0000 | (rng.next_u64() as u32 & 0xffff),
+                        ))
                     }
                 }
                 (true, true) => {
-                    let low = u128::from(rng.next()) | (u128::from(rng.next() & 0xffff) << 64);
+                    let low =
+                        u128::from(rng.next_u64()) | (u128::from(rng.next_u64() & 0xffff) << 64);
                     IpAddr::V6(Ipv6Addr::from((0xfd12_3456_789a_u128 << 80) | low))
                 }
                 (false, false) => geo::random_v4(rng),
@@ -227,156 +200,26 @@ impl Pool {
     }
 }
 
-/// One Zeek field value, written as Zeek's JSON or TSV writer would.
-enum Val {
-    /// `string`, `addr`, `enum`.
-    Str(String),
-    /// `time`, `interval`, `count`, `port`, already formatted.
-    Num(String),
-    Bool(bool),
-    /// `set[..]` or `vector[..]`.
-    List(Vec<Val>),
-    /// No value: left out of JSON, `-` in TSV.
-    Unset,
-}
-
-/// One log record: its path and `(field, Zeek type, value)` in column order.
+/// A synthetic record with what the generator knows about it.
 struct Record {
-    path: &'static str,
+    zeek: zeek::Record,
     ts_micros: u64,
     public: bool,
-    fields: Vec<(&'static str, &'static str, Val)>,
 }
 
-impl Record {
-    fn set(&mut self, name: &'static str, ty: &'static str, value: Val) {
-        self.fields.push((name, ty, value));
-    }
+impl std::ops::Deref for Record {
+    type Target = zeek::Record;
 
-    fn str(&mut self, name: &'static str, ty: &'static str, value: impl Into<String>) {
-        self.set(name, ty, Val::Str(value.into()));
-    }
-
-    fn num(&mut self, name: &'static str, ty: &'static str, value: impl std::fmt::Display) {
-        self.set(name, ty, Val::Num(value.to_string()));
-    }
-
-    fn flag(&mut self, name: &'static str, value: bool) {
-        self.set(name, "bool", Val::Bool(value));
-    }
-
-    fn to_json(&self) -> String {
-        let mut out = String::with_capacity(512);
-        out.push_str("{\"_path\":");
-        json_str(&mut out, self.path);
-        for (name, _, value) in self
-            .fields
-            .iter()
-            .filter(|(_, _, v)| !matches!(v, Val::Unset))
-        {
-            out.push(',');
-            json_str(&mut out, name);
-            out.push(':');
-            json_val(&mut out, value);
-        }
-        out.push('}');
-        out
-    }
-
-    fn to_tsv(&self) -> String {
-        let cells: Vec<String> = self
-            .fields
-            .iter()
-            .map(|(_, _, value)| tsv_val(value))
-            .collect();
-        cells.join("\t")
-    }
-
-    fn tsv_header(&self) -> String {
-        let names: Vec<&str> = self.fields.iter().map(|(name, _, _)| *name).collect();
-        let types: Vec<&str> = self.fields.iter().map(|(_, ty, _)| *ty).collect();
-        format!(
-            "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n\
-             #path\t{}\n#open\t2023-11-14-22-13-20\n#fields\t{}\n#types\t{}\n",
-            self.path,
-            names.join("\t"),
-            types.join("\t")
-        )
+    fn deref(&self) -> &zeek::Record {
+        &self.zeek
     }
 }
 
-fn json_str(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c < ' ' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-fn json_val(out: &mut String, value: &Val) {
-    match value {
-        Val::Str(text) => json_str(out, text),
-        Val::Num(number) => out.push_str(number),
-        Val::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Val::List(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                json_val(out, item);
-            }
-            out.push(']');
-        }
-        Val::Unset => out.push_str("null"),
+impl std::ops::DerefMut for Record {
+    fn deref_mut(&mut self) -> &mut zeek::Record {
+        &mut self.zeek
     }
 }
-
-fn tsv_val(value: &Val) -> String {
-    match value {
-        Val::Str(text) | Val::Num(text) => text.clone(),
-        Val::Bool(b) => if *b { "T" } else { "F" }.to_owned(),
-        Val::List(items) if items.is_empty() => "(empty)".to_owned(),
-        Val::List(items) => items.iter().map(tsv_val).collect::<Vec<_>>().join(","),
-        Val::Unset => "-".to_owned(),
-    }
-}
-
-const DOMAINS: [&str; 8] = [
-    "www.example.com",
-    "api.example.net",
-    "cdn.example.org",
-    "mail.example.com",
-    "updates.example.net",
-    "telemetry.example.org",
-    "login.example.com",
-    "static.example.net",
-];
-
-/// Protocol, responder port and Zeek service of a connection, by popularity.
-const SERVICES: [(&str, u16, &str); 6] = [
-    ("tcp", 443, "ssl"),
-    ("tcp", 443, "ssl"),
-    ("tcp", 80, "http"),
-    ("udp", 443, "quic"),
-    ("tcp", 22, "ssh"),
-    ("udp", 123, "ntp"),
-];
-
-const CIPHERS: [&str; 3] = [
-    "TLS_AES_128_GCM_SHA256",
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-];
 
 /// Makes records in time order.
 struct Generator<'a> {
@@ -400,10 +243,9 @@ impl Generator<'_> {
             .chain((0..17).map(|_| char::from(self.rng.pick(BASE62))))
             .collect();
         let mut r = Record {
-            path,
+            zeek: zeek::Record::new(path),
             ts_micros: self.ts_micros,
             public: orig.1 || resp.1,
-            fields: Vec::with_capacity(24),
         };
         r.num(
             "ts",
@@ -426,55 +268,7 @@ impl Generator<'_> {
         let (orig, resp) = (self.pool.draw(self.rng), self.pool.draw(self.rng));
         let (proto, port, service) = self.rng.pick(&SERVICES);
         let mut r = self.start("conn", orig, resp, port);
-        r.str("proto", "enum", proto);
-        // A few attempts go unanswered (S0): no service, duration or payload.
-        let established = self.rng.chance(0.85);
-        let (orig_bytes, resp_bytes) = match established {
-            true => (self.rng.range(200, 20_000), self.rng.range(500, 2_000_000)),
-            false => (0, 0),
-        };
-        let (orig_pkts, resp_pkts) = match established {
-            true => (orig_bytes / 900 + 3, resp_bytes / 1_300 + 3),
-            false => (1, 0),
-        };
-        if established {
-            r.str("service", "string", service);
-            r.num(
-                "duration",
-                "interval",
-                format!("{:.6}", self.rng.unit() * 30.0),
-            );
-            r.num("orig_bytes", "count", orig_bytes);
-            r.num("resp_bytes", "count", resp_bytes);
-        } else {
-            for (name, ty) in [
-                ("service", "string"),
-                ("duration", "interval"),
-                ("orig_bytes", "count"),
-                ("resp_bytes", "count"),
-            ] {
-                r.set(name, ty, Val::Unset);
-            }
-        }
-        r.str(
-            "conn_state",
-            "string",
-            if established { "SF" } else { "S0" },
-        );
-        r.flag("local_orig", !orig.1);
-        r.flag("local_resp", !resp.1);
-        r.num("missed_bytes", "count", 0);
-        let history = match (established, proto) {
-            (false, _) => "S",
-            (true, "tcp") => "ShADadFf",
-            (true, _) => "Dd",
-        };
-        r.str("history", "string", history);
-        r.num("orig_pkts", "count", orig_pkts);
-        r.num("orig_ip_bytes", "count", orig_bytes + orig_pkts * 60);
-        r.num("resp_pkts", "count", resp_pkts);
-        r.num("resp_ip_bytes", "count", resp_bytes + resp_pkts * 60);
-        r.set("tunnel_parents", "set[string]", Val::List(Vec::new()));
+        zeek::conn_fields(&mut r, self.rng, proto, service, (!orig.1, !resp.1));
         r
     }
 
@@ -491,28 +285,7 @@ impl Generator<'_> {
         } else {
             self.rng.pick(&DOMAINS)
         };
-        r.str("proto", "enum", "udp");
-        r.num("trans_id", "count", self.rng.range(1, 65_535));
-        r.num(
-            "rtt",
-            "interval",
-            format!("{:.6}", 0.002 + self.rng.unit() * 0.05),
-        );
-        r.str("query", "string", query);
-        r.num("qclass", "count", 1);
-        r.str("qclass_name", "string", "C_INTERNET");
-        r.num("qtype", "count", if aaaa { 28 } else { 1 });
-        r.str("qtype_name", "string", if aaaa { "AAAA" } else { "A" });
-        r.num("rcode", "count", if nxdomain { 3 } else { 0 });
-        r.str(
-            "rcode_name",
-            "string",
-            if nxdomain { "NXDOMAIN" } else { "NOERROR" },
-        );
-        for (name, value) in [("AA", false), ("TC", false), ("RD", true), ("RA", true)] {
-            r.flag(name, value);
-        }
-        r.num("Z", "count", 0);
+        zeek::dns_fields(&mut r, self.rng, query, aaaa, nxdomain);
         let (mut answers, mut ttls) = (Vec::new(), Vec::new());
         if !nxdomain && self.rng.chance(0.6) {
             answers.push(format!("edge-{}.cdn.example.net", self.rng.range(1, 9)));

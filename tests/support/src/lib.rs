@@ -10,6 +10,7 @@
 //! mmdb         -- real MaxMind DB files in the GeoIP2 City / Country / GeoLite2 ASN layouts,
 //!                 a standard fixture, and corrupt variants for reload tests
 //! TestPki      -- a throwaway CA and a loopback server certificate (PEM files) for TLS tests
+//! zeek         -- Zeek log records written as Zeek's JSON and TSV writers do, and a seeded Rng
 //! ```
 
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod kafka;
 pub mod mmdb;
 mod redis;
 mod tls;
+pub mod zeek;
 
 pub use dns::{Answer, Behaviour, DnsServer, Mix, synth_name};
 pub use redis::RedisServer;
