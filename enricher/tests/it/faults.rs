@@ -189,6 +189,71 @@ pub(super) fn wait_for_output(kafka: &MockKafka, topic: &str, partitions: i32) {
     });
 }
 
+/// A worker in this process, fed in the background: the frame of the
+/// broker-fault tests, which inject their fault between [`Fed::start`] and
+/// [`Fed::drain`].
+struct Fed {
+    kafka: MockKafka,
+    topic: &'static str,
+    partitions: i32,
+    config: Config,
+    feeder: Option<Feeder>,
+    worker: Worker,
+    _dbs: Dbs,
+}
+
+impl Fed {
+    /// Starts a mock cluster of `brokers`, the topics, a feeder of `ids` and a
+    /// worker (its config changed by `tweak`), and waits for the first output.
+    fn start(
+        brokers: i32,
+        topic: &'static str,
+        partitions: i32,
+        ids: Range<u64>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Fed {
+        let kafka = MockKafka::start(brokers).unwrap();
+        topics(&kafka, topic, partitions);
+        let dbs = write_dbs();
+        let mut config = kafka_config(&dbs, &kafka, topic);
+        tweak(&mut config);
+        let feeder = Feeder::start(&kafka, topic, partitions, ids);
+        let worker = Worker::start(&config);
+        wait_for_output(&kafka, topic, partitions);
+        Fed {
+            kafka,
+            topic,
+            partitions,
+            config,
+            feeder: Some(feeder),
+            worker,
+            _dbs: dbs,
+        }
+    }
+
+    /// Stops feeding and waits until the group's commits reach the end of the
+    /// input; returns how many records were fed.
+    fn drain(&mut self) -> u64 {
+        let n = self.feeder.take().map_or(0, Feeder::finish);
+        wait_committed_to_end(
+            &self.kafka,
+            &self.config.kafka.group_id,
+            self.topic,
+            self.partitions,
+        );
+        n
+    }
+
+    /// Stops the worker and checks that every one of the `n` ids fed came
+    /// out; returns its report and the number of duplicates.
+    fn stop(self, n: u64, what: &str) -> (enricher::kafka::RunReport, usize) {
+        let report = self.worker.stop();
+        println!("{what}: {report:?}");
+        let dups = every_id_out(&self.kafka, self.topic, self.partitions, n, what).len();
+        (report, dups)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Injected broker faults, one worker in this process
 // ---------------------------------------------------------------------------
@@ -200,17 +265,10 @@ fn failed_offset_commits_are_retried_until_the_commits_reach_the_high_watermark(
         RD_KAFKA_RESP_ERR_NOT_COORDINATOR as NOT_COORDINATOR,
         RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT as TIMED_OUT,
     };
-    let kafka = MockKafka::start(1).unwrap();
-    let (topic, partitions) = ("faults_commit_errors", 3);
-    topics(&kafka, topic, partitions);
-    let dbs = write_dbs();
-    let c = kafka_config(&dbs, &kafka, topic);
-    let feeder = Feeder::start(&kafka, topic, partitions, 0..15_000);
-    let w = Worker::start(&c);
-    wait_for_output(&kafka, topic, partitions);
+    let mut fed = Fed::start(1, "faults_commit_errors", 3, 0..15_000, |_| {});
     // Twice, a second apart, so failures hit commits mid-stream.
     for _ in 0..2 {
-        kafka.cluster().request_errors(
+        fed.kafka.cluster().request_errors(
             RDKafkaApiKey::OffsetCommit,
             &[
                 NOT_COORDINATOR,
@@ -222,13 +280,10 @@ fn failed_offset_commits_are_retried_until_the_commits_reach_the_high_watermark(
         );
         std::thread::sleep(Duration::from_secs(1));
     }
-    let n = feeder.finish();
-    wait_committed_to_end(&kafka, &c.kafka.group_id, topic, partitions);
-    assert!(w.health.alive());
-    let report = w.stop();
-    println!("commit errors: {report:?}");
+    let n = fed.drain();
+    assert!(fed.worker.health.alive());
+    let (report, dups) = fed.stop(n, "commit errors");
     assert_eq!(report.consumed, n, "no restart, no redelivery");
-    let dups = every_id_out(&kafka, topic, partitions, n, "commit errors").len();
     assert_eq!(
         dups, 0,
         "a failed commit redoes nothing while we own the partition"
@@ -278,14 +333,8 @@ fn failed_produce_requests_are_retried_and_every_record_comes_out() {
 
 #[test]
 fn all_brokers_down_for_three_seconds_then_up_loses_nothing() {
-    let kafka = MockKafka::start(3).unwrap();
-    let (topic, partitions) = ("faults_brokers_down", 6);
-    topics(&kafka, topic, partitions);
-    let dbs = write_dbs();
-    let c = kafka_config(&dbs, &kafka, topic);
-    let feeder = Feeder::start(&kafka, topic, partitions, 0..30_000);
-    let w = Worker::start(&c);
-    wait_for_output(&kafka, topic, partitions);
+    let mut fed = Fed::start(3, "faults_brokers_down", 6, 0..30_000, |_| {});
+    let kafka = &fed.kafka;
     std::thread::sleep(Duration::from_millis(500));
     let all_down = kafka.cluster().broker_down(-1).is_ok();
     if !all_down {
@@ -303,14 +352,11 @@ fn all_brokers_down_for_three_seconds_then_up_loses_nothing() {
     }
     // Keep feeding for a while after the outage.
     std::thread::sleep(Duration::from_secs(2));
-    let n = feeder.finish();
-    wait_committed_to_end(&kafka, &c.kafka.group_id, topic, partitions);
+    let n = fed.drain();
     wait_until("readiness again", Duration::from_secs(10), || {
-        w.health.ready()
+        fed.worker.health.ready()
     });
-    let report = w.stop();
-    println!("brokers down: {report:?}");
-    let dups = every_id_out(&kafka, topic, partitions, n, "brokers down").len();
+    let (_, dups) = fed.stop(n, "brokers down");
     // The group may have expired the member during the outage; then what
     // was in flight and uncommitted is redone, never more than was fed.
     assert!(dups as u64 <= n, "{dups} duplicates of {n}");
@@ -318,53 +364,34 @@ fn all_brokers_down_for_three_seconds_then_up_loses_nothing() {
 
 #[test]
 fn deliveries_that_time_out_in_an_outage_are_sent_again_by_the_worker() {
-    let kafka = MockKafka::start(1).unwrap();
-    let (topic, partitions) = ("faults_delivery_timeout", 3);
-    topics(&kafka, topic, partitions);
-    let dbs = write_dbs();
-    let mut c = kafka_config(&dbs, &kafka, topic);
-    // librdkafka gives up on a record after a second; the worker must not.
-    c.kafka
-        .producer_properties
-        .insert("message.timeout.ms".into(), "1000".into());
-    let feeder = Feeder::start(&kafka, topic, partitions, 0..15_000);
-    let w = Worker::start(&c);
-    wait_for_output(&kafka, topic, partitions);
-    kafka.cluster().broker_down(-1).unwrap();
+    let mut fed = Fed::start(1, "faults_delivery_timeout", 3, 0..15_000, |c| {
+        // librdkafka gives up on a record after a second; the worker must not.
+        c.kafka
+            .producer_properties
+            .insert("message.timeout.ms".into(), "1000".into());
+    });
+    fed.kafka.cluster().broker_down(-1).unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    kafka.cluster().broker_up(-1).unwrap();
+    fed.kafka.cluster().broker_up(-1).unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let n = feeder.finish();
-    wait_committed_to_end(&kafka, &c.kafka.group_id, topic, partitions);
-    let report = w.stop();
-    println!("delivery timeouts: {report:?}");
+    let n = fed.drain();
+    let (report, dups) = fed.stop(n, "delivery timeouts");
     assert!(report.retried > 0, "the outage failed some deliveries");
-    let dups = every_id_out(&kafka, topic, partitions, n, "delivery timeouts").len();
     // A record that timed out after it was sent may have been written.
     assert!(dups as u64 <= n, "{dups} duplicates of {n}");
 }
 
 #[test]
 fn a_slow_broker_round_trip_loses_nothing() {
-    let kafka = MockKafka::start(1).unwrap();
-    let (topic, partitions) = ("faults_slow_rtt", 3);
-    topics(&kafka, topic, partitions);
-    let dbs = write_dbs();
-    let c = kafka_config(&dbs, &kafka, topic);
-    let feeder = Feeder::start(&kafka, topic, partitions, 0..15_000);
-    let w = Worker::start(&c);
-    wait_for_output(&kafka, topic, partitions);
-    kafka
+    let mut fed = Fed::start(1, "faults_slow_rtt", 3, 0..15_000, |_| {});
+    fed.kafka
         .cluster()
         .broker_round_trip_time(-1, Duration::from_millis(300))
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    let n = feeder.finish();
-    wait_committed_to_end(&kafka, &c.kafka.group_id, topic, partitions);
-    let report = w.stop();
-    println!("slow round trip: {report:?}");
+    let n = fed.drain();
+    let (report, dups) = fed.stop(n, "slow round trip");
     assert_eq!(report.consumed, n);
-    let dups = every_id_out(&kafka, topic, partitions, n, "slow round trip").len();
     assert_eq!(dups, 0);
 }
 
