@@ -232,25 +232,48 @@ fn graceful_shutdown_commits_what_was_produced_and_a_restart_resumes() {
     w.stop();
 }
 
-#[test]
-fn preserve_order_keeps_each_partitions_records_in_input_order() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dns = rt
+/// A mock cluster with `topic` and its output (two partitions each), and a
+/// worker config that looks up PTRs at a loopback DNS server answering after
+/// `latency`, with no budget in the way.
+struct WithDns {
+    kafka: MockKafka,
+    dns: test_support::DnsServer,
+    config: Config,
+    _dbs: Dbs,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn with_dns(topic: &str, latency: Duration) -> WithDns {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dns = runtime
         .block_on(test_support::DnsServer::start(
-            test_support::Behaviour::default().with_latency(Duration::from_millis(20)),
+            test_support::Behaviour::default().with_latency(latency),
         ))
         .unwrap();
     let kafka = MockKafka::start(1).unwrap();
-    let topic = "bro_conn_ordered";
     kafka.create_topic(topic, 2).unwrap();
     kafka.create_topic(&format!("{topic}_enr"), 2).unwrap();
     let dbs = write_dbs();
-    let mut c = kafka_config(&dbs, &kafka, topic);
-    c.dns.enabled = true;
-    c.dns.servers = vec![dns.addr()];
-    c.dns.qps = 100_000;
-    c.dns.burst = 100_000;
-    c.worker.preserve_order = true;
+    let mut config = kafka_config(&dbs, &kafka, topic);
+    config.dns.enabled = true;
+    config.dns.servers = vec![dns.addr()];
+    config.dns.qps = 100_000;
+    config.dns.burst = 100_000;
+    WithDns {
+        kafka,
+        dns,
+        config,
+        _dbs: dbs,
+        _runtime: runtime,
+    }
+}
+
+#[test]
+fn preserve_order_keeps_each_partitions_records_in_input_order() {
+    let topic = "bro_conn_ordered";
+    let mut t = with_dns(topic, Duration::from_millis(20));
+    t.config.worker.preserve_order = true;
+    let (kafka, c) = (&t.kafka, &t.config);
     let n = 600;
     // Every 5th record has a fresh address (a 20 ms lookup); the rest hit L1.
     let input: Vec<String> = (0..n)
@@ -264,7 +287,7 @@ fn preserve_order_keeps_each_partitions_records_in_input_order() {
         })
         .collect();
     kafka.produce(topic, 2, &input).unwrap();
-    let w = Worker::start(&c);
+    let w = Worker::start(c);
     let out = kafka
         .read_all(&format!("{topic}_enr"), n, Duration::from_secs(30))
         .unwrap();
@@ -294,25 +317,12 @@ fn preserve_order_keeps_each_partitions_records_in_input_order() {
 
 #[test]
 fn the_total_in_flight_limit_holds_records_back_and_loses_none() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dns = rt
-        .block_on(test_support::DnsServer::start(
-            test_support::Behaviour::default().with_latency(Duration::from_millis(100)),
-        ))
-        .unwrap();
-    let kafka = MockKafka::start(1).unwrap();
     let topic = "bro_conn_bounded";
-    kafka.create_topic(topic, 2).unwrap();
-    kafka.create_topic(&format!("{topic}_enr"), 2).unwrap();
-    let dbs = write_dbs();
-    let mut c = kafka_config(&dbs, &kafka, topic);
-    c.dns.enabled = true;
-    c.dns.servers = vec![dns.addr()];
-    c.dns.qps = 100_000;
-    c.dns.burst = 100_000;
-    c.dns.max_in_flight = 1_000;
-    c.worker.max_in_flight = 40;
-    c.worker.max_in_flight_per_partition = 40;
+    let mut t = with_dns(topic, Duration::from_millis(100));
+    t.config.dns.max_in_flight = 1_000;
+    t.config.worker.max_in_flight = 40;
+    t.config.worker.max_in_flight_per_partition = 40;
+    let (kafka, dns, c) = (&t.kafka, &t.dns, &t.config);
     // Every record has an address of its own, so each one waits on its own
     // lookup: the queries held at the server are the records in flight.
     let n = 400;
@@ -326,7 +336,7 @@ fn the_total_in_flight_limit_holds_records_back_and_loses_none() {
         })
         .collect();
     kafka.produce(topic, 2, &input).unwrap();
-    let w = Worker::start(&c);
+    let w = Worker::start(c);
     let out = kafka
         .read_all(&format!("{topic}_enr"), n, Duration::from_secs(60))
         .unwrap();
