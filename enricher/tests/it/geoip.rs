@@ -21,6 +21,26 @@ fn move_to_paris(dbs: &Dbs) {
     .unwrap();
 }
 
+/// Replaces the City database with one, built a second later, that puts
+/// 81.2.69.0/24 in Germany, and waits (at most 10 s) until `generation` says
+/// the watcher has loaded it.
+async fn move_to_germany(dbs: &Dbs, generation: impl Fn() -> u64) {
+    let before = generation();
+    let moved = vec![(
+        "81.2.69.0/24".parse().unwrap(),
+        CityRecord::new("DE", "Germany", None),
+    )];
+    mmdb::write_atomically(&dbs.city, &mmdb::city_db_bytes(&moved, BUILD_EPOCH + 1)).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while generation() == before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watcher never loaded the new database"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn enriches_flat_fields_and_skips_private_addresses() {
     let dbs = write_dbs();
@@ -179,7 +199,6 @@ async fn the_watcher_swaps_a_replaced_file_while_lookups_continue() {
     c.geoip.reload_interval_ms = 20;
     let core = build(&c);
     let geo = core.enricher.geoip().clone();
-    let generation = geo.generation();
     let enricher = core.enricher.clone();
     let lookups = tokio::spawn(async move {
         let mut countries = std::collections::BTreeSet::new();
@@ -190,19 +209,7 @@ async fn the_watcher_swaps_a_replaced_file_while_lookups_continue() {
         }
         countries
     });
-    let moved = vec![(
-        "81.2.69.0/24".parse().unwrap(),
-        CityRecord::new("DE", "Germany", None),
-    )];
-    mmdb::write_atomically(&dbs.city, &mmdb::city_db_bytes(&moved, BUILD_EPOCH + 1)).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while geo.generation() == generation {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the watcher never reloaded"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    move_to_germany(&dbs, || geo.generation()).await;
     let countries = lookups.await.unwrap();
     assert!(
         countries.iter().all(|c| c == "GB" || c == "DE"),
@@ -234,19 +241,7 @@ async fn the_watcher_keeps_serving_through_a_corrupt_file_and_takes_the_next_goo
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(geo.generation(), generation, "the corrupt file was refused");
-    let moved = vec![(
-        "81.2.69.0/24".parse().unwrap(),
-        CityRecord::new("DE", "Germany", None),
-    )];
-    mmdb::write_atomically(&dbs.city, &mmdb::city_db_bytes(&moved, BUILD_EPOCH + 1)).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while geo.generation() == generation {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the watcher never took the good file"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    move_to_germany(&dbs, || geo.generation()).await;
     assert_eq!(
         enrich(&core.enricher, &conn("10.0.0.1", "81.2.69.142")).await["id.resp_h_country"],
         "DE"
