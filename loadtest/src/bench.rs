@@ -284,7 +284,7 @@ fn measure(
         &AtomicBool::new(false),
     )?;
     anyhow::ensure!(
-        progress.failed_count() == 0,
+        progress.deliveries.refused_count() == 0,
         "the preload was refused in part"
     );
 

@@ -111,11 +111,6 @@ impl Progress {
             done: AtomicBool::new(false),
         })
     }
-
-    /// Number of refused records.
-    pub fn failed_count(&self) -> u64 {
-        self.deliveries.refused_count()
-    }
 }
 
 struct Context {

@@ -190,7 +190,7 @@ pub fn execute(cluster: &Cluster, plan: Plan<'_>) -> anyhow::Result<(Summary, Ta
         let dns = plan.dns_queries.map_or(0, |f| f());
         dns_peak.sample(now, dns);
         let acked = progress.deliveries.acked();
-        let refused = progress.failed_count();
+        let refused = progress.deliveries.refused_count();
         let (out, ts_diff_s) = {
             let tally = watcher.tally();
             let diff = tally
