@@ -59,9 +59,10 @@ impl<V: Clone> Front<V> {
         self.slots.len() / WAYS
     }
 
-    fn set(&self, ip: IpAddr) -> &[Option<Slot<V>>] {
+    /// Where `ip`'s set lies in `slots`.
+    fn set_range(&self, ip: IpAddr) -> std::ops::Range<usize> {
         let first = self.index(ip) * WAYS;
-        self.slots.get(first..first + WAYS).unwrap_or_default()
+        first..first + WAYS
     }
 
     fn index(&self, ip: IpAddr) -> usize {
@@ -86,7 +87,9 @@ impl<V: Clone> Front<V> {
 
     /// The value held for `ip`, if it was stored less than [`REFRESH`] ago.
     pub(crate) fn get(&self, ip: IpAddr, now: Instant) -> Option<&V> {
-        self.set(ip)
+        self.slots
+            .get(self.set_range(ip))
+            .unwrap_or_default()
             .iter()
             .flatten()
             .find(|slot| slot.ip == ip)
@@ -97,8 +100,8 @@ impl<V: Clone> Front<V> {
     /// Holds `value` for `ip` until `now + REFRESH`: in the slot that holds
     /// `ip` already, else an empty one, else the one filled longer ago.
     pub(crate) fn put(&mut self, ip: IpAddr, value: V, now: Instant) {
-        let first = self.index(ip) * WAYS;
-        let Some(set) = self.slots.get_mut(first..first + WAYS) else {
+        let range = self.set_range(ip);
+        let Some(set) = self.slots.get_mut(range) else {
             return;
         };
         let rank = |slot: &Option<Slot<V>>| match slot {
