@@ -1344,6 +1344,7 @@ mod tests {
             c.get("fetch.queue.backoff.ms"),
             Some(FETCH_QUEUE_BACKOFF_MS)
         );
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some(QUEUED_MAX_KBYTES));
         config
             .kafka
             .consumer_properties
