@@ -87,6 +87,11 @@ pub struct Pass {
     pub duplicates: u64,
     /// Highest upstream DNS queries in any one-second window.
     pub dns_qps_peak: f64,
+    /// CPU time the whole process (worker, broker and all) spent per
+    /// record while the pass ran, µs: where records/s says how fast, this
+    /// says how much work, which is what a change to the per-record code
+    /// moves.
+    pub cpu_us_per_record: f64,
     /// Seconds the warm-up took (warm mode).
     pub warmup_s: f64,
 }
@@ -108,6 +113,12 @@ pub struct BenchSummary {
     pub warm_ratio: f64,
     /// `cold_rps / passthrough_rps`.
     pub cold_ratio: f64,
+    /// Median CPU µs per record of the passthrough passes (whole process).
+    pub passthrough_cpu_us: f64,
+    /// Median CPU µs per record of the warm passes (whole process).
+    pub warm_cpu_us: f64,
+    /// Median CPU µs per record of the cold passes (whole process).
+    pub cold_cpu_us: f64,
     /// End-to-end median latency of the paced phase, ms.
     pub p50_ms: f64,
     /// End-to-end 99th percentile latency of the paced phase, ms.
@@ -160,9 +171,10 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<BenchSummary> {
             let pass = measure(&cluster, &config, options, &dns, mode, round)
                 .with_context(|| format!("{} pass of round {round}", mode.name()))?;
             eprintln!(
-                "  round {round} {:<12} {:>9} records/s  lost {}  duplicates {}  dns peak {:.0}/s{}",
+                "  round {round} {:<12} {:>9} records/s  {:>5.1} µs CPU/record  lost {}  duplicates {}  dns peak {:.0}/s{}",
                 mode.name(),
                 report::thousands(pass.rps as u64),
+                pass.cpu_us_per_record,
                 pass.lost,
                 pass.duplicates,
                 pass.dns_qps_peak,
@@ -175,19 +187,17 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<BenchSummary> {
             passes.push(pass);
         }
     }
-    let median = |mode: Mode| {
-        let mut v: Vec<f64> = passes
-            .iter()
-            .filter(|p| p.mode == mode)
-            .map(|p| p.rps)
-            .collect();
+    let median = |mode: Mode, of: fn(&Pass) -> f64| {
+        let mut v: Vec<f64> = passes.iter().filter(|p| p.mode == mode).map(of).collect();
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
     };
+    let rps = |p: &Pass| p.rps;
+    let cpu = |p: &Pass| p.cpu_us_per_record;
     let (passthrough, warm, cold) = (
-        median(Mode::Passthrough),
-        median(Mode::Warm),
-        median(Mode::Cold),
+        median(Mode::Passthrough, rps),
+        median(Mode::Warm, rps),
+        median(Mode::Cold, rps),
     );
 
     // The paced phase: half the warm rate, a fresh worker, cold cache.
@@ -231,6 +241,9 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<BenchSummary> {
         cold_rps: cold,
         warm_ratio: warm / passthrough.max(1e-9),
         cold_ratio: cold / passthrough.max(1e-9),
+        passthrough_cpu_us: median(Mode::Passthrough, cpu),
+        warm_cpu_us: median(Mode::Warm, cpu),
+        cold_cpu_us: median(Mode::Cold, cpu),
         p50_ms: paced.latency_ms.p50,
         p99_ms: paced.latency_ms.p99,
         dns_qps_peak,
@@ -314,12 +327,17 @@ fn measure(
     let dns_before = dns.queries();
     let worker = Worker::start_with(&config, core, runtime)?;
     let mut dns_peak = report::PeakRate::default();
+    // CPU time is read from the first output seen to the last, so the wait
+    // for the group's first assignment (idle, but the broker's and the
+    // clients' timers tick) is not charged to the records.
+    let mut cpu = CpuPerRecord::default();
     let mut last_change = (Instant::now(), 0);
     loop {
         std::thread::sleep(Duration::from_millis(100));
         let now = Instant::now();
         dns_peak.sample(now, dns.queries() - dns_before);
         let out = probe.total().unwrap_or(last_change.1);
+        cpu.sample(out);
         if out >= data.records.len() as u64 {
             break;
         }
@@ -361,8 +379,42 @@ fn measure(
         lost,
         duplicates,
         dns_qps_peak: dns_peak.peak(),
+        cpu_us_per_record: cpu.us_per_record(),
         warmup_s,
     })
+}
+
+/// CPU time per record between the first and the last of a series of
+/// output counts.
+#[derive(Debug, Default)]
+struct CpuPerRecord {
+    first: Option<(f64, u64)>,
+    last: Option<(f64, u64)>,
+}
+
+impl CpuPerRecord {
+    /// Notes the process's CPU time against `out` records out so far.
+    fn sample(&mut self, out: u64) {
+        if out == 0 {
+            return;
+        }
+        let Some(now) = report::cpu_seconds() else {
+            return;
+        };
+        if self.first.is_none() {
+            self.first = Some((now, out));
+        }
+        self.last = Some((now, out));
+    }
+
+    /// µs of CPU per record between the first and last samples; 0 when
+    /// fewer than two samples with records between them.
+    fn us_per_record(&self) -> f64 {
+        match (self.first, self.last) {
+            (Some((c0, n0)), Some((c1, n1))) if n1 > n0 => (c1 - c0) * 1e6 / (n1 - n0) as f64,
+            _ => 0.0,
+        }
+    }
 }
 
 /// Enriches the data set until a whole pass finds every address in L1 (or
@@ -417,30 +469,33 @@ impl BenchSummary {
         );
         let _ = writeln!(
             s,
-            "  {:<12} {:>12} {:>8}  target",
-            "mode", "records/s", "ratio"
+            "  {:<12} {:>12} {:>8} {:>13}  target",
+            "mode", "records/s", "ratio", "CPU µs/record"
         );
         let _ = writeln!(
             s,
-            "  {:<12} {:>12} {:>8}",
+            "  {:<12} {:>12} {:>8} {:>13.1}",
             "passthrough",
             report::thousands(self.passthrough_rps as u64),
-            "1.00"
+            "1.00",
+            self.passthrough_cpu_us
         );
         let _ = writeln!(
             s,
-            "  {:<12} {:>12} {:>8.2}  >= 0.85 {}",
+            "  {:<12} {:>12} {:>8.2} {:>13.1}  >= 0.85 {}",
             "warm",
             report::thousands(self.warm_rps as u64),
             self.warm_ratio,
+            self.warm_cpu_us,
             verdict(self.warm_ratio >= 0.85)
         );
         let _ = writeln!(
             s,
-            "  {:<12} {:>12} {:>8.2}  >= 0.50 {}",
+            "  {:<12} {:>12} {:>8.2} {:>13.1}  >= 0.50 {}",
             "cold",
             report::thousands(self.cold_rps as u64),
             self.cold_ratio,
+            self.cold_cpu_us,
             verdict(self.cold_ratio >= 0.5)
         );
         let _ = writeln!(
