@@ -1,8 +1,10 @@
 //! `loadtest bench`: enrichment measured against a plain copy on the same
 //! broker, the same data and the same machine, in one run.
 //!
-//! Each round runs three modes in turn, each on a fresh topic preloaded
-//! with the whole data set, with one worker started after the preload:
+//! One input topic is preloaded with the whole data set before anything is
+//! measured. Each round runs three modes in turn, each pass one worker in a
+//! fresh consumer group that reads the whole input into output topics of
+//! its own:
 //!
 //! - `passthrough`: `worker.passthrough = true` (consume, copy, produce,
 //!   commit): this machine's ceiling;
@@ -165,10 +167,11 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<BenchSummary> {
         options.dns_qps,
         options.dns_burst
     );
+    let input = Input::preload(&cluster, &options.data)?;
     let mut passes = Vec::new();
     for round in 0..options.rounds {
         for &mode in &options.modes {
-            let pass = measure(&cluster, &config, options, &dns, mode, round)
+            let pass = measure(&cluster, &config, options, &input, &dns, mode, round)
                 .with_context(|| format!("{} pass of round {round}", mode.name()))?;
             eprintln!(
                 "  round {round} {:<12} {:>9} records/s  {:>5.1} µs CPU/record  lost {}  duplicates {}  dns peak {:.0}/s{}",
@@ -187,17 +190,15 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<BenchSummary> {
             passes.push(pass);
         }
     }
-    let median = |mode: Mode, of: fn(&Pass) -> f64| {
-        let mut v: Vec<f64> = passes.iter().filter(|p| p.mode == mode).map(of).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    let median_of = |mode: Mode, of: fn(&Pass) -> f64| {
+        median(passes.iter().filter(|p| p.mode == mode).map(of).collect())
     };
     let rps = |p: &Pass| p.rps;
     let cpu = |p: &Pass| p.cpu_us_per_record;
     let (passthrough, warm, cold) = (
-        median(Mode::Passthrough, rps),
-        median(Mode::Warm, rps),
-        median(Mode::Cold, rps),
+        median_of(Mode::Passthrough, rps),
+        median_of(Mode::Warm, rps),
+        median_of(Mode::Cold, rps),
     );
 
     // The paced phase: half the warm rate, a fresh worker, cold cache.
@@ -241,9 +242,9 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<BenchSummary> {
         cold_rps: cold,
         warm_ratio: warm / passthrough.max(1e-9),
         cold_ratio: cold / passthrough.max(1e-9),
-        passthrough_cpu_us: median(Mode::Passthrough, cpu),
-        warm_cpu_us: median(Mode::Warm, cpu),
-        cold_cpu_us: median(Mode::Cold, cpu),
+        passthrough_cpu_us: median_of(Mode::Passthrough, cpu),
+        warm_cpu_us: median_of(Mode::Warm, cpu),
+        cold_cpu_us: median_of(Mode::Cold, cpu),
         p50_ms: paced.latency_ms.p50,
         p99_ms: paced.latency_ms.p99,
         dns_qps_peak,
@@ -259,50 +260,71 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<BenchSummary> {
     Ok(summary)
 }
 
-/// One pass: preload a fresh topic, start one worker, time the output.
+/// The input topic every pass reads, preloaded once with the whole data set.
+struct Input {
+    topic: String,
+    run_id: String,
+    partitions: i32,
+}
+
+impl Input {
+    fn preload(cluster: &Cluster, data: &LogSet) -> anyhow::Result<Self> {
+        let run_id = run::run_id();
+        let topic = format!("bench_input_{run_id}");
+        let partitions = run::mock_partitions(data.records.len(), data.bytes());
+        cluster.create_topic(&topic, partitions)?;
+        let stream = Stream {
+            topic: topic.clone(),
+            records: Arc::new(data.records.clone()),
+            ts: Arc::new(data.ts.clone()),
+            partitions,
+        };
+        let progress = Progress::new(1);
+        let order = feed::send_order(std::slice::from_ref(&stream), Pace::Flat);
+        feed::feed(
+            cluster,
+            &run_id,
+            std::slice::from_ref(&stream),
+            &order,
+            Pace::Flat,
+            &progress,
+            &AtomicBool::new(false),
+        )?;
+        anyhow::ensure!(
+            progress.deliveries.refused_count() == 0,
+            "the preload was refused in part"
+        );
+        Ok(Self {
+            topic,
+            run_id,
+            partitions,
+        })
+    }
+}
+
+/// One pass: a fresh group reads the whole input into output topics of its
+/// own; one worker, its output timed.
 fn measure(
     cluster: &Cluster,
     base: &Config,
     options: &BenchOptions,
+    input: &Input,
     dns: &DnsServer,
     mode: Mode,
     round: usize,
 ) -> anyhow::Result<Pass> {
     let data = &options.data;
-    let run_id = run::run_id();
-    let topic = format!("bench_{}_{round}_{run_id}", mode.name());
-    let partitions = run::mock_partitions(data.records.len(), data.bytes());
-    for t in [
-        topic.clone(),
-        format!("{topic}_enr"),
-        format!("{topic}_dlq"),
-    ] {
+    let partitions = input.partitions;
+    // The pass's own name: its outputs are `<topic>_enr` and `<topic>_dlq`.
+    let topic = format!("bench_{}_{round}_{}", mode.name(), input.run_id);
+    for t in [format!("{topic}_enr"), format!("{topic}_dlq")] {
         cluster.create_topic(&t, partitions)?;
     }
-    let stream = Stream {
-        topic: topic.clone(),
-        records: Arc::new(data.records.clone()),
-        ts: Arc::new(data.ts.clone()),
-        partitions,
-    };
-    let progress = Progress::new(1);
-    let order = feed::send_order(std::slice::from_ref(&stream), Pace::Flat);
-    feed::feed(
-        cluster,
-        &run_id,
-        std::slice::from_ref(&stream),
-        &order,
-        Pace::Flat,
-        &progress,
-        &AtomicBool::new(false),
-    )?;
-    anyhow::ensure!(
-        progress.deliveries.refused_count() == 0,
-        "the preload was refused in part"
-    );
 
     let mut config = base.clone();
-    config.kafka.input_topic = topic.clone();
+    config.kafka.input_topic.clone_from(&input.topic);
+    config.kafka.output_topic = Some(format!("{topic}_enr"));
+    config.kafka.dlq_topic = Some(format!("{topic}_dlq"));
     config.kafka.group_id = format!("bench-{topic}");
     config.worker.passthrough = mode == Mode::Passthrough;
     let runtime = fleet::runtime()?;
@@ -349,7 +371,7 @@ fn measure(
         }
     }
     let stopped = worker.stop();
-    let watcher = Watcher::start(cluster, &run_id, expect)?;
+    let watcher = Watcher::start(cluster, &input.run_id, expect)?;
     let mut last_change = (Instant::now(), 0);
     loop {
         std::thread::sleep(Duration::from_millis(100));
@@ -382,6 +404,17 @@ fn measure(
         cpu_us_per_record: cpu.us_per_record(),
         warmup_s,
     })
+}
+
+/// The median of `v` (the mean of the middle two when their number is even),
+/// 0 for none.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match (v.get(n.wrapping_sub(1) / 2), v.get(n / 2)) {
+        (Some(a), Some(b)) => (a + b) / 2.0,
+        _ => 0.0,
+    }
 }
 
 /// CPU time per record between the first and the last of a series of
@@ -525,5 +558,19 @@ impl BenchSummary {
             self.peak_rss_mb
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_of_an_even_number_of_rounds_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![3.0]), 3.0);
+        assert_eq!(median(vec![4.0, 1.0]), 2.5);
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(vec![9.0, 1.0, 3.0, 4.0]), 3.5);
     }
 }

@@ -141,6 +141,19 @@ pub fn sets_of(records: Vec<synth::Generated>) -> Vec<source::LogSet> {
     sets
 }
 
+/// Generated records as one set (the benchmark's single topic), named
+/// `synthetic`.
+pub fn one_set(records: Vec<synth::Generated>) -> source::LogSet {
+    let mut set = source::LogSet {
+        path: "synthetic".into(),
+        ..source::LogSet::default()
+    };
+    for r in records {
+        set.push(r.json.into_bytes(), Some(r.ts), r.expect_geo);
+    }
+    set
+}
+
 /// Whether a Redis answers `PING` at `url`'s host and port within 300 ms.
 pub fn redis_reachable(host_port: &str) -> bool {
     use std::io::{Read, Write};
