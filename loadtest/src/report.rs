@@ -375,9 +375,8 @@ mod tests {
     fn cpu_time_grows_while_this_process_computes() {
         let before = cpu_seconds().expect("Linux has /proc/self/stat");
         let spin = std::time::Instant::now();
-        let mut x = 0u64;
+        // Reading /proc is itself work: the loop spins on it.
         while cpu_seconds().expect("still there") <= before {
-            x = std::hint::black_box(x.wrapping_add(1));
             assert!(spin.elapsed().as_secs() < 10, "no CPU time counted");
         }
     }
