@@ -188,6 +188,10 @@ pub struct WorkerConfig {
     /// no dead letters. The load test's ceiling, and a bypass while a
     /// dependency is being repaired.
     pub passthrough: bool,
+    /// Threads that enrich and produce, fed by the consumer thread in
+    /// batches (each partition always to the same thread). 0: enrich on the
+    /// consumer thread itself.
+    pub enrich_threads: usize,
     /// Bind address of `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`).
     pub metrics_addr: SocketAddr,
     /// How often librdkafka reports statistics (high watermarks, broker state), in milliseconds.
@@ -206,6 +210,7 @@ impl Default for WorkerConfig {
             shutdown_grace_ms: 25_000,
             preserve_order: false,
             passthrough: false,
+            enrich_threads: 1,
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 9102)),
             stats_interval_ms: 5_000,
             progress_log_secs: 10,
@@ -716,6 +721,12 @@ impl Config {
         )?;
         positive("worker.max_in_flight", w.max_in_flight as u64)?;
         positive("worker.commit_interval_ms", w.commit_interval_ms)?;
+        if w.enrich_threads > MAX_ENRICH_THREADS {
+            return Err(ConfigError::new(
+                "worker.enrich_threads",
+                format!("must be at most {MAX_ENRICH_THREADS}"),
+            ));
+        }
         positive("worker.stats_interval_ms", w.stats_interval_ms)?;
         for (section, props) in [
             ("kafka.properties", &self.kafka.properties),
@@ -889,6 +900,9 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// The most enrichment threads a worker may run (`worker.enrich_threads`).
+pub const MAX_ENRICH_THREADS: usize = 64;
+
 /// librdkafka properties the worker sets itself; overriding them would
 /// break at-least-once delivery or the worker's own bookkeeping.
 pub const RESERVED_PROPERTIES: [&str; 6] = [
@@ -966,6 +980,10 @@ mod tests {
             c.validate().expect_err("ptr is not geo").key,
             "geoip.attributes"
         );
+        let c = Config::from_toml("[worker]\nenrich_threads = 65\n").expect("parses");
+        let e = c.validate().expect_err("too many threads");
+        assert_eq!(e.key, "worker.enrich_threads");
+        assert!(e.to_string().contains("at most 64"), "{e}");
         let e = Config::from_toml("not toml [").expect_err("syntax");
         assert_eq!(e.key, "file");
         assert!(!e.to_string().contains('\n'));

@@ -2,16 +2,18 @@
 //! commit in order.
 //!
 //! ```text
-//! consumer thread: poll --> acker.track --> enrich_cached --Done--> producer.send(opaque)
-//!        |                                       '--Pending--> tokio task: enrich, send
+//! consumer thread: poll --> acker.track --> batch --> lane thread (stage.rs):
+//!        |                          enrich_cached --Done--> producer.send(opaque)
+//!        |                                '--Pending--> tokio task: enrich, send
 //!        |<-- acks (channel) <-- delivery report (producer thread) <----------'
 //!        |<-- retries (channel) <-- failed delivery: sent again, never skipped
 //!        '--> a record too large to produce: dead-lettered (without its
 //!             payload if that is too large too), never retried
-//!        '--> every commit interval: acker.commits_due --> commit (async, result fed back)
+//!        '--> every commit interval: acker.commits_due --> commit (sync, result to the acker)
 //! ```
 //!
-//! One thread owns the consumer and the acker, so the rebalance callbacks
+//! With `worker.enrich_threads = 0` the consumer thread runs the stage
+//! itself. One thread owns the consumer and the acker, so the rebalance callbacks
 //! (which librdkafka runs inside `poll`) can drain a revoked partition by
 //! applying delivery reports themselves while they wait. Records that miss
 //! L1 become tokio tasks that produce by themselves, so they keep going
@@ -36,9 +38,12 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::config::{Config, ConfigError};
-use crate::enrich::{Enricher, Ready, Scratch};
+use crate::enrich::{Enricher, Scratch};
 use crate::metrics as m;
-use crate::record::RecordError;
+
+mod stage;
+
+use stage::{BATCH_RECORDS, Batch, Lanes, Msg, Stage, lane_of};
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +245,9 @@ struct State {
     /// Newest record timestamp seen per partition (for the source diff).
     newest_ts: HashMap<i32, i64>,
     report: RunReport,
+    /// Tracked records not yet handed to their enrichment thread, one batch
+    /// per lane (none: records are enriched on the consumer thread).
+    pending: Vec<Batch>,
 }
 
 struct Shared {
@@ -257,11 +265,34 @@ struct Shared {
     message_max_bytes: usize,
     drain_timeout: Duration,
     health: Arc<Health>,
+    /// The enrichment threads' channels, by lane; emptied at shutdown.
+    lanes: Mutex<Vec<mpsc::SyncSender<Batch>>>,
 }
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes every non-empty pending batch, with its lane.
+    fn take_pending(state: &mut State) -> Vec<(usize, Batch)> {
+        state
+            .pending
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(lane, b)| (lane, std::mem::take(b)))
+            .collect()
+    }
+
+    /// Hands a batch to its lane, waiting while the lane's queue is full.
+    /// The batch comes back if the lane is gone.
+    fn hand_off(&self, lane: usize, batch: Batch) -> Result<(), Batch> {
+        let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        match lanes.get(lane) {
+            Some(tx) => tx.send(batch).map_err(|e| e.0),
+            None => Err(batch),
+        }
     }
 
     /// Applies every delivery report waiting, and sends failed ones again.
@@ -466,6 +497,17 @@ impl ConsumerContext for WorkerContext {
             .map(|e| e.partition())
             .collect();
         let lost = consumer.assignment_lost();
+        // Records taken but not yet handed to their lane go first, so the
+        // drain below can see them produced.
+        let pending = Shared::take_pending(&mut shared.state());
+        for (lane, batch) in pending {
+            if shared.hand_off(lane, batch).is_err() {
+                tracing::error!(
+                    lane,
+                    "An enrichment thread is gone; its records will be processed again by the partitions' next owner"
+                );
+            }
+        }
         let mut state = shared.state();
         if lost {
             for p in &revoked {
@@ -820,6 +862,7 @@ pub fn run(
             paused: HashMap::new(),
             newest_ts: HashMap::new(),
             report: RunReport::default(),
+            pending: Vec::new(),
         }),
         acks: Mutex::new(ack_rx),
         retries: Mutex::new(retry_rx),
@@ -830,6 +873,7 @@ pub fn run(
         message_max_bytes: message_max_bytes(config),
         drain_timeout: Duration::from_millis(config.worker.drain_timeout_ms),
         health: Arc::clone(&health),
+        lanes: Mutex::new(Vec::new()),
     });
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&shared));
     consumer.subscribe(&[&topic])?;
@@ -839,17 +883,45 @@ pub fn run(
         group = %config.kafka.group_id,
         "Worker started"
     );
-    let mut worker = Loop {
+    let stage = || Stage {
         shared: Arc::clone(&shared),
-        enricher,
-        runtime,
+        enricher: Arc::clone(&enricher),
+        runtime: runtime.clone(),
         max_record_bytes: config.input.max_record_bytes,
-        per_partition: config.worker.max_in_flight_per_partition,
-        total: config.worker.max_in_flight,
         preserve_order: config.worker.preserve_order,
         passthrough: config.worker.passthrough,
         scratch: Scratch::with_front(),
         out: Vec::with_capacity(64 * 1024),
+        produced: 0,
+    };
+    // Passthrough copies on the consumer thread: handing records to another
+    // thread would only add work.
+    let lanes = if config.worker.passthrough {
+        0
+    } else {
+        config.worker.enrich_threads
+    };
+    let lanes = if lanes > 0 {
+        let (threads, senders) =
+            Lanes::start((0..lanes).map(|_| stage()).collect()).map_err(|e| {
+                ConfigError::new(
+                    "worker.enrich_threads",
+                    format!("cannot start a thread: {e}"),
+                )
+            })?;
+        *shared.lanes.lock().unwrap_or_else(|p| p.into_inner()) = senders;
+        shared.state().pending = (0..lanes).map(|_| Batch::default()).collect();
+        Some(threads)
+    } else {
+        None
+    };
+    let mut worker = Loop {
+        shared: Arc::clone(&shared),
+        enricher: Arc::clone(&enricher),
+        per_partition: config.worker.max_in_flight_per_partition,
+        total: config.worker.max_in_flight,
+        stage: stage(),
+        lanes,
         full_since: None,
         all_paused: false,
     };
@@ -863,14 +935,13 @@ pub fn run(
 struct Loop {
     shared: Arc<Shared>,
     enricher: Arc<Enricher>,
-    runtime: tokio::runtime::Handle,
-    max_record_bytes: usize,
     per_partition: usize,
     total: usize,
-    preserve_order: bool,
-    passthrough: bool,
-    scratch: Scratch,
-    out: Vec<u8>,
+    /// Enriches on the consumer thread: every record without lanes, and the
+    /// batches of a lane that is gone.
+    stage: Stage,
+    /// The enrichment threads, if any.
+    lanes: Option<Lanes>,
     /// Since when the total in-flight limit has been reached.
     full_since: Option<Instant>,
     all_paused: bool,
@@ -917,6 +988,8 @@ impl Loop {
                 }
                 wait = Duration::ZERO;
             }
+            self.hand_off_pending();
+            self.stage.publish_produced();
             let now = Instant::now();
             {
                 let shared = Arc::clone(&self.shared);
@@ -1000,196 +1073,68 @@ impl Loop {
         self.all_paused = over_total;
     }
 
-    /// Takes one message: track, enrich, produce (or dead-letter).
+    /// Takes one message: tracks it, then enriches and produces it (or
+    /// dead-letters it) here, or adds it to its lane's batch.
     fn take(&mut self, msg: &BorrowedMessage<'_>) {
         let partition = msg.partition();
         let offset = msg.offset();
         let ts = msg.timestamp().to_millis();
-        let slot = {
-            let mut state = self.shared.state();
-            let Some(&(slot, epoch)) = state.current.get(&partition) else {
-                return;
-            };
-            // Even a paused partition's message is taken: librdkafka has
-            // moved past it, and skipping it would let the commit point
-            // move past it too.
-            let tp = TopicPartition::new(Arc::clone(&self.shared.topic), partition);
-            if state.acker.track(&tp, epoch, offset, ts).is_err() {
-                return;
-            }
-            if let Some(ts) = ts {
-                let newest = state.newest_ts.entry(partition).or_insert(ts);
-                *newest = (*newest).max(ts);
-            }
-            state.report.consumed += 1;
-            if state.acker.total_in_flight() >= self.total {
-                self.full_since.get_or_insert_with(Instant::now);
-            }
-            slot
+        let mut state = self.shared.state();
+        let Some(&(slot, epoch)) = state.current.get(&partition) else {
+            return;
         };
+        // Even a paused partition's message is taken: librdkafka has
+        // moved past it, and skipping it would let the commit point
+        // move past it too.
+        let tp = TopicPartition::new(Arc::clone(&self.shared.topic), partition);
+        if state.acker.track(&tp, epoch, offset, ts).is_err() {
+            return;
+        }
+        if let Some(ts) = ts {
+            let newest = state.newest_ts.entry(partition).or_insert(ts);
+            *newest = (*newest).max(ts);
+        }
+        state.report.consumed += 1;
+        if state.acker.total_in_flight() >= self.total {
+            self.full_since.get_or_insert_with(Instant::now);
+        }
         let opaque = pack(slot, offset);
         self.enricher.stats().records_in.inc();
-        if self.passthrough {
-            self.produce(msg, opaque, msg.payload());
+        let lanes = state.pending.len();
+        if lanes == 0 {
+            drop(state);
+            self.stage.process(Msg::of(msg), opaque);
             return;
         }
-        let Some(payload) = msg.payload() else {
-            // A tombstone: nothing to enrich; passed through so compaction
-            // semantics survive downstream.
-            self.produce(msg, opaque, None);
+        let lane = lane_of(partition, lanes);
+        let Some(batch) = state.pending.get_mut(lane) else {
             return;
         };
-        if payload.len() > self.max_record_bytes {
-            let error = RecordError::TooLarge {
-                limit: self.max_record_bytes,
-                size: payload.len(),
-            };
-            self.dead_letter(msg, opaque, &error);
-            return;
-        }
-        self.out.clear();
-        match self
-            .enricher
-            .enrich_cached(payload, &mut self.scratch, &mut self.out)
-        {
-            Ok(Ready::Done) => {
-                strip_newline(&mut self.out);
-                let out = std::mem::take(&mut self.out);
-                self.produce(msg, opaque, Some(&out));
-                self.out = out;
-            }
-            Ok(Ready::Pending) => self.slow_path(msg, opaque, payload),
-            Err(error) => self.dead_letter(msg, opaque, &error),
+        batch.push(msg, opaque);
+        if batch.len() >= BATCH_RECORDS {
+            let batch = std::mem::take(batch);
+            drop(state);
+            self.hand_off(lane, batch);
         }
     }
 
-    fn produce(&mut self, msg: &BorrowedMessage<'_>, opaque: usize, payload: Option<&[u8]>) {
-        let mut record = BaseRecord::with_opaque_to(&self.shared.output_topic, opaque);
-        if let Some(p) = payload {
-            record = record.payload(p);
+    /// Hands every pending batch to its lane.
+    fn hand_off_pending(&mut self) {
+        let pending = Shared::take_pending(&mut self.shared.state());
+        for (lane, batch) in pending {
+            self.hand_off(lane, batch);
         }
-        if let Some(k) = msg.key() {
-            record = record.key(k);
-        }
-        if let Some(h) = msg.headers() {
-            record = record.headers(h.detach());
-        }
-        if self.preserve_order {
-            record = record.partition(msg.partition());
-        }
-        if send_blocking(&self.shared.producer, record).is_ok() {
-            self.shared.state().report.produced += 1;
-            return;
-        }
-        // Too large to produce, now or ever: the original goes to the
-        // dead-letter topic instead.
-        let error = RecordError::TooLarge {
-            limit: self.shared.message_max_bytes,
-            size: payload.map_or(0, <[u8]>::len),
-        };
-        tracing::warn!(%error, offset = msg.offset(), "Output too large to produce; dead-lettering the record");
-        self.dead_letter(msg, opaque, &error);
     }
 
-    fn dead_letter(&mut self, msg: &BorrowedMessage<'_>, opaque: usize, error: &RecordError) {
-        self.enricher.stats().rejected.inc();
-        metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => error.label())
-            .increment(1);
-        let headers = dead_letter_headers(
-            error.label(),
-            &error.to_string(),
-            msg.topic(),
-            msg.partition(),
-            msg.offset(),
-            msg.headers(),
-        );
-        let mut record =
-            BaseRecord::with_opaque_to(&self.shared.dlq_topic, opaque).headers(headers);
-        if let Some(p) = msg.payload() {
-            record = record.payload(p);
-        }
-        if let Some(k) = msg.key() {
-            record = record.key(k);
-        }
-        self.shared.send_dead_letter(record);
-        self.shared.state().report.dead_lettered += 1;
-    }
-
-    /// A record that missed L1: its lookups run on the runtime. In order
-    /// mode the consumer thread waits for them (bounded by the lookup
-    /// deadline), so nothing behind it overtakes it.
-    fn slow_path(&mut self, msg: &BorrowedMessage<'_>, opaque: usize, payload: &[u8]) {
-        let enricher = Arc::clone(&self.enricher);
-        let input = payload.to_vec();
-        let key = msg.key().map(<[u8]>::to_vec);
-        let headers = msg.headers().map(|h| h.detach());
-        let partition = self.preserve_order.then(|| msg.partition());
-        let source = (msg.partition(), msg.offset());
-        let shared = Arc::clone(&self.shared);
-        let task = async move {
-            let mut scratch = Scratch::default();
-            let mut out = Vec::with_capacity(input.len() + 256);
-            // The record parsed once already; should a second parse fail,
-            // it goes out unchanged rather than being lost.
-            if enricher
-                .enrich(&input, &mut scratch, &mut out)
-                .await
-                .is_err()
-            {
-                out.clear();
-                out.extend_from_slice(&input);
-            }
-            strip_newline(&mut out);
-            let mut record =
-                BaseRecord::with_opaque_to(&shared.output_topic, opaque).payload(out.as_slice());
-            if let Some(k) = &key {
-                record = record.key(k.as_slice());
-            }
-            if let Some(h) = headers.clone() {
-                record = record.headers(h);
-            }
-            if let Some(p) = partition {
-                record = record.partition(p);
-            }
-            if send_async(&shared.producer, record).await.is_ok() {
-                shared.state().report.produced += 1;
-                return;
-            }
-            // Too large to produce: dead-lettered like on the hot path.
-            let error = RecordError::TooLarge {
-                limit: shared.message_max_bytes,
-                size: out.len(),
-            };
-            tracing::warn!(%error, offset = source.1, "Output too large to produce; dead-lettering the record");
-            enricher.stats().rejected.inc();
-            metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => error.label())
-                .increment(1);
-            let dead = dead_letter_headers(
-                error.label(),
-                &error.to_string(),
-                &shared.topic,
-                source.0,
-                source.1,
-                headers.as_ref(),
+    /// Hands a batch to its lane; should the lane be gone, the batch is
+    /// processed here.
+    fn hand_off(&mut self, lane: usize, batch: Batch) {
+        if let Err(batch) = self.shared.hand_off(lane, batch) {
+            tracing::error!(
+                lane,
+                "An enrichment thread is gone; enriching its records on the consumer thread"
             );
-            let mut record = BaseRecord::with_opaque_to(&shared.dlq_topic, opaque)
-                .payload(input.as_slice())
-                .headers(dead);
-            if let Some(k) = &key {
-                record = record.key(k.as_slice());
-            }
-            if let Err(record) = send_async(&shared.producer, record).await {
-                let record = without_payload(record);
-                if let Err(record) = send_async(&shared.producer, record).await {
-                    shared.give_up(&record);
-                }
-            }
-            shared.state().report.dead_lettered += 1;
-        };
-        if self.preserve_order {
-            self.runtime.block_on(task);
-        } else {
-            self.runtime.spawn(task);
+            batch.run(&mut self.stage);
         }
     }
 
@@ -1200,6 +1145,7 @@ impl Loop {
         if let Ok(assignment) = consumer.assignment() {
             let _ = consumer.pause(&assignment);
         }
+        self.hand_off_pending();
         let deadline = Instant::now() + Duration::from_millis(config.worker.shutdown_grace_ms);
         loop {
             // Keep serving callbacks; paused partitions deliver nothing new
@@ -1217,6 +1163,18 @@ impl Loop {
                 break;
             }
         }
+        // The lanes finish what they were handed (anything still in flight
+        // is produced, or its delivery report comes too late to commit) and
+        // stop; nothing is handed to them after this.
+        shared
+            .lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        if let Some(lanes) = self.lanes.take() {
+            lanes.join();
+        }
+        self.stage.publish_produced();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let _ = shared
             .producer

@@ -134,6 +134,54 @@ fn a_clean_run_produces_every_record_once_and_commits_the_high_watermark() {
 }
 
 #[test]
+fn every_enrich_threads_setting_produces_every_record_once() {
+    // 0: enrich on the consumer thread; 2 lanes over 3 partitions: one lane
+    // takes two partitions.
+    for threads in [0, 2] {
+        let kafka = MockKafka::start(1).unwrap();
+        let topic = format!("bro_conn_lanes_{threads}");
+        kafka.create_topic(&topic, 3).unwrap();
+        kafka.create_topic(&format!("{topic}_enr"), 3).unwrap();
+        kafka.create_topic(&format!("{topic}_dlq"), 1).unwrap();
+        let dbs = write_dbs();
+        let mut c = kafka_config(&dbs, &kafka, &topic);
+        c.worker.enrich_threads = threads;
+        let n = 2_000;
+        let mut input = records(0, n);
+        input[7] = "{\"id\":7,".to_string();
+        kafka.produce(&topic, 3, input).unwrap();
+        let w = Worker::start(&c);
+        let out = kafka
+            .read_all(
+                &format!("{topic}_enr"),
+                n as usize - 1,
+                Duration::from_secs(30),
+            )
+            .unwrap();
+        let (ids, dups) = count_ids(&out, "id");
+        assert_eq!(
+            ids.len() as u64,
+            n - 1,
+            "every id out but the broken one ({threads} threads)"
+        );
+        assert_eq!(dups, 0);
+        assert!(!ids.contains(&7));
+        let dead = kafka
+            .read_all(&format!("{topic}_dlq"), 1, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+        let high = kafka.high_watermarks(&topic, 3).unwrap();
+        wait_until("the commits", Duration::from_secs(10), || {
+            kafka.committed(&c.kafka.group_id, &topic, 3).unwrap() == high
+        });
+        let report = w.stop();
+        assert_eq!(report.consumed, n);
+        assert_eq!(report.produced, n - 1);
+        assert_eq!(report.dead_lettered, 1);
+    }
+}
+
+#[test]
 fn poison_records_are_dead_lettered_with_their_reason_and_the_partition_moves_on() {
     let kafka = MockKafka::start(1).unwrap();
     let topic = "bro_conn_poison";
@@ -273,6 +321,8 @@ fn preserve_order_keeps_each_partitions_records_in_input_order() {
     let topic = "bro_conn_ordered";
     let mut t = with_dns(topic, Duration::from_millis(20));
     t.config.worker.preserve_order = true;
+    // One lane per partition: order holds within each lane.
+    t.config.worker.enrich_threads = 2;
     let (kafka, c) = (&t.kafka, &t.config);
     let n = 600;
     // Every 5th record has a fresh address (a 20 ms lookup); the rest hit L1.
