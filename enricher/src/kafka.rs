@@ -947,6 +947,13 @@ struct Loop {
     all_paused: bool,
 }
 
+impl Drop for Loop {
+    /// Should the loop end without its shutdown, the lanes still stop.
+    fn drop(&mut self) {
+        self.close_lanes();
+    }
+}
+
 /// How long the loop holds back at the total in-flight limit before it
 /// pauses every partition.
 const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(1);
@@ -1118,6 +1125,20 @@ impl Loop {
         }
     }
 
+    /// Stops the lanes once they have processed what they were handed.
+    /// Their stages hold the shared state, so until this runs they keep it
+    /// (and the producer) alive.
+    fn close_lanes(&mut self) {
+        self.shared
+            .lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        if let Some(lanes) = self.lanes.take() {
+            lanes.join();
+        }
+    }
+
     /// Hands every pending batch to its lane.
     fn hand_off_pending(&mut self) {
         let pending = Shared::take_pending(&mut self.shared.state());
@@ -1166,14 +1187,7 @@ impl Loop {
         // The lanes finish what they were handed (anything still in flight
         // is produced, or its delivery report comes too late to commit) and
         // stop; nothing is handed to them after this.
-        shared
-            .lanes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        if let Some(lanes) = self.lanes.take() {
-            lanes.join();
-        }
+        self.close_lanes();
         self.stage.publish_produced();
         let remaining = deadline.saturating_duration_since(Instant::now());
         let _ = shared
