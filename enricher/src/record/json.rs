@@ -88,8 +88,12 @@ pub fn scan(
             size: input.len(),
         });
     }
-    // Validating UTF-8 once up front (SIMD in std) lets the scanner treat the
-    // rest as bytes: every byte it must recognise is ASCII.
+    // Validating UTF-8 once up front lets the scanner treat the rest as
+    // bytes: every byte it must recognise is ASCII. simdutf8 says only
+    // whether the input is valid, with SIMD; std then says where it is not.
+    if simdutf8::basic::from_utf8(input).is_ok() {
+        return scan_bytes(input, wanted, limits.max_depth, out);
+    }
     match std::str::from_utf8(input) {
         Ok(_) => scan_bytes(input, wanted, limits.max_depth, out),
         Err(e) if e.error_len().is_some() => Err(RecordError::InvalidUtf8 {
