@@ -111,7 +111,7 @@ fn bench(c: &mut Criterion) {
             })
         });
         group.bench_function("enrich_warm", |b| {
-            // As the worker's consumer thread: with the per-thread front.
+            // As a worker's enrichment lane: with the per-thread front.
             let mut s = Scratch::with_front();
             let mut out = Vec::with_capacity(bytes * 2);
             b.iter(|| {
