@@ -381,7 +381,7 @@ mod tests {
             "2001:db8::1",
             "::",
         ] {
-            let ip: IpAddr = text.parse().unwrap();
+            let ip: IpAddr = text.parse().expect("a valid address");
             let mut out = Vec::new();
             write_ip(&mut out, ip);
             assert_eq!(out, ip.to_string().as_bytes());
