@@ -1107,14 +1107,11 @@ impl Loop {
         }
         let opaque = pack(slot, offset);
         self.enricher.stats().records_in.inc();
-        let lanes = state.pending.len();
-        if lanes == 0 {
+        let lane = lane_of(partition, state.pending.len());
+        let Some(batch) = state.pending.get_mut(lane) else {
+            // No lanes: enriched here.
             drop(state);
             self.stage.process(Msg::of(msg), opaque);
-            return;
-        }
-        let lane = lane_of(partition, lanes);
-        let Some(batch) = state.pending.get_mut(lane) else {
             return;
         };
         batch.push(msg, opaque);
