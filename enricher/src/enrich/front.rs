@@ -3,8 +3,9 @@
 //! A hit in moka costs about a microsecond on this hardware: a hash, a walk
 //! of a concurrent table whose nodes are cold in the CPU cache, a clock read,
 //! a read record for the eviction policy and, every few hundred reads, that
-//! policy's housekeeping on the reading thread. The consumer thread reads two
-//! to four addresses per record, so that is a quarter of its time. The front
+//! policy's housekeeping on the reading thread. The thread that enriches (an
+//! enrichment lane) reads two to four addresses per record, so that is a
+//! quarter of its time. The front
 //! is a two-way set-associative table owned by one thread (no locks, no
 //! atomics beyond the `Arc` clone); only the slots in use are touched, so its
 //! working set follows the hot addresses, not its size.
