@@ -248,6 +248,9 @@ struct State {
     /// Tracked records not yet handed to their enrichment thread, one batch
     /// per lane (none: records are enriched on the consumer thread).
     pending: Vec<Batch>,
+    /// Emptied batches the lanes gave back, reused so that a batch's
+    /// buffers are not grown afresh for every 128 records.
+    spare: Vec<Batch>,
 }
 
 struct Shared {
@@ -276,12 +279,12 @@ impl Shared {
 
     /// Takes every non-empty pending batch, with its lane.
     fn take_pending(state: &mut State) -> Vec<(usize, Batch)> {
-        state
-            .pending
+        let State { pending, spare, .. } = state;
+        pending
             .iter_mut()
             .enumerate()
             .filter(|(_, b)| !b.is_empty())
-            .map(|(lane, b)| (lane, std::mem::take(b)))
+            .map(|(lane, b)| (lane, std::mem::replace(b, spare.pop().unwrap_or_default())))
             .collect()
     }
 
@@ -863,6 +866,7 @@ pub fn run(
             newest_ts: HashMap::new(),
             report: RunReport::default(),
             pending: Vec::new(),
+            spare: Vec::new(),
         }),
         acks: Mutex::new(ack_rx),
         retries: Mutex::new(retry_rx),
@@ -1107,8 +1111,9 @@ impl Loop {
         }
         let opaque = pack(slot, offset);
         self.enricher.stats().records_in.inc();
-        let lane = lane_of(partition, state.pending.len());
-        let Some(batch) = state.pending.get_mut(lane) else {
+        let State { pending, spare, .. } = &mut *state;
+        let lane = lane_of(partition, pending.len());
+        let Some(batch) = pending.get_mut(lane) else {
             // No lanes: enriched here.
             drop(state);
             self.stage.process(Msg::of(msg), opaque);
@@ -1116,7 +1121,7 @@ impl Loop {
         };
         batch.push(msg, opaque);
         if batch.len() >= BATCH_RECORDS {
-            let batch = std::mem::take(batch);
+            let batch = std::mem::replace(batch, spare.pop().unwrap_or_default());
             drop(state);
             self.hand_off(lane, batch);
         }
@@ -1147,7 +1152,7 @@ impl Loop {
     /// Hands a batch to its lane; should the lane be gone, the batch is
     /// processed here.
     fn hand_off(&mut self, lane: usize, batch: Batch) {
-        if let Err(batch) = self.shared.hand_off(lane, batch) {
+        if let Err(mut batch) = self.shared.hand_off(lane, batch) {
             tracing::error!(
                 lane,
                 "An enrichment thread is gone; enriching its records on the consumer thread"

@@ -38,6 +38,11 @@ pub(super) const BATCH_RECORDS: usize = 128;
 /// Batches queued for one lane, at most; the consumer thread waits beyond.
 const LANE_QUEUE: usize = 16;
 
+/// Emptied batches kept for reuse, at most, and the largest buffer one may
+/// keep: a batch that carried very large records gives its memory back.
+const MAX_SPARE: usize = 2 * LANE_QUEUE;
+const SPARE_BYTES: usize = 256 << 10;
+
 /// A tracked record, as far as the stage needs it.
 pub(super) struct Msg<'a> {
     pub(super) partition: i32,
@@ -117,6 +122,16 @@ impl Stage {
         if self.produced > 0 {
             self.shared.state().report.produced += self.produced;
             self.produced = 0;
+        }
+    }
+
+    /// Adds what was produced to the run report and gives `batch`, which
+    /// [`Batch::run`] emptied, back for reuse, under one lock.
+    fn finish(&mut self, batch: Batch) {
+        let mut state = self.shared.state();
+        state.report.produced += std::mem::take(&mut self.produced);
+        if batch.bytes.capacity() <= SPARE_BYTES && state.spare.len() < MAX_SPARE {
+            state.spare.push(batch);
         }
     }
 
@@ -293,10 +308,10 @@ impl Batch {
         self.items.is_empty()
     }
 
-    /// Processes every record, in order.
-    pub(super) fn run(self, stage: &mut Stage) {
+    /// Processes every record, in order, and leaves the batch empty.
+    pub(super) fn run(&mut self, stage: &mut Stage) {
         let Batch { bytes, items } = self;
-        for item in items {
+        for item in items.drain(..) {
             let msg = Msg {
                 partition: item.partition,
                 offset: item.offset,
@@ -306,6 +321,7 @@ impl Batch {
             };
             stage.process(msg, item.opaque);
         }
+        bytes.clear();
     }
 }
 
@@ -332,9 +348,9 @@ impl Lanes {
             let thread = std::thread::Builder::new()
                 .name(format!("enricher-lane-{i}"))
                 .spawn(move || {
-                    while let Ok(batch) = rx.recv() {
+                    while let Ok(mut batch) = rx.recv() {
                         batch.run(&mut stage);
-                        stage.publish_produced();
+                        stage.finish(batch);
                     }
                 })?;
             threads.push(thread);
