@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::cache::{L2Read, RedisCache};
 use crate::dns::{Dns, PtrOutcome, TtlPolicy};
 use crate::geoip::{GeoIp, GeoStatus};
-use crate::ip::{Locality, Skip, canonical};
+use crate::ip::{Locality, Skip, canonical, canonical_bytes};
 use crate::metrics as m;
 use crate::output::{Attr, Fragment, FragmentBuilder, Naming, Splicer};
 use crate::record::json::{self, Limits};
@@ -491,7 +491,7 @@ impl Enricher {
                     .then(|| canonical(&s.text))
                     .flatten()
             } else {
-                std::str::from_utf8(raw).ok().and_then(canonical)
+                canonical_bytes(raw)
             };
             let Some(ip) = ip else {
                 s.not_an_address += 1;

@@ -38,6 +38,51 @@ pub fn canonical(text: &str) -> Option<IpAddr> {
     Some(ip.to_canonical())
 }
 
+/// [`canonical`] for a field value's raw bytes. A plain dotted-quad IPv4
+/// address, the common case by far, is read directly; everything else goes
+/// through [`canonical`], with the same result.
+pub fn canonical_bytes(raw: &[u8]) -> Option<IpAddr> {
+    if let Some(v4) = dotted_quad(raw) {
+        return Some(IpAddr::V4(v4));
+    }
+    std::str::from_utf8(raw).ok().and_then(canonical)
+}
+
+/// Reads exactly `a.b.c.d` in decimal with no leading zeros, as std does;
+/// `None` for anything else, even what [`canonical`] accepts.
+fn dotted_quad(raw: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut n = 0;
+    let mut value: u16 = 0;
+    let mut digits = 0;
+    for &c in raw {
+        match c {
+            b'0'..=b'9' => {
+                if digits == 1 && value == 0 {
+                    return None;
+                }
+                value = value * 10 + u16::from(c - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 => {
+                *octets.get_mut(n)? = u8::try_from(value).ok()?;
+                n += 1;
+                value = 0;
+                digits = 0;
+            }
+            _ => return None,
+        }
+    }
+    if n != 3 || digits == 0 {
+        return None;
+    }
+    *octets.get_mut(3)? = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
+}
+
 /// Why an address is outside a lookup's scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
@@ -262,6 +307,33 @@ mod tests {
         assert_eq!(cidr.check(ip("8.8.4.4")), Ok(()));
     }
 
+    #[test]
+    fn the_byte_reader_takes_only_strict_dotted_quads_directly() {
+        for s in [
+            "1.2.3.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3.256",
+            "1.2.3",
+            "1.2.3.4.",
+            ".1.2.3.4",
+            "1..2.3",
+            "1.2.3.4.5",
+            " 1.2.3.4",
+            "[1.2.3.4]",
+            "0001.2.3.4",
+            "",
+            ".",
+            "::ffff:1.2.3.4",
+        ] {
+            assert_eq!(canonical_bytes(s.as_bytes()), canonical(s), "{s:?}");
+        }
+        assert_eq!(dotted_quad(b"01.2.3.4"), None);
+        assert_eq!(dotted_quad(b" 1.2.3.4"), None, "left to canonical");
+    }
+
     proptest! {
         #[test]
         fn any_v6_text_form_gives_the_same_key(segs in prop::array::uniform8(any::<u16>())) {
@@ -285,6 +357,17 @@ mod tests {
             prop_assert_eq!(canonical(&format!("::ffff:{v4}")), Some(want));
             prop_assert_eq!(canonical(&format!("[::ffff:{v4}]")), Some(want));
             prop_assert_eq!(canonical(&v4.to_ipv6_mapped().to_string()), Some(want));
+        }
+
+        #[test]
+        fn the_byte_reader_agrees_with_canonical(s in "([0-9]{0,4}\\.){0,5}[0-9]{0,4}|[0-9a-f:.%\\[\\] ]{0,24}|.{0,40}") {
+            prop_assert_eq!(canonical_bytes(s.as_bytes()), canonical(&s));
+        }
+
+        #[test]
+        fn the_byte_reader_reads_every_v4_address(octets in prop::array::uniform4(any::<u8>())) {
+            let v4 = Ipv4Addr::from(octets);
+            prop_assert_eq!(canonical_bytes(v4.to_string().as_bytes()), Some(IpAddr::V4(v4)));
         }
 
         #[test]
