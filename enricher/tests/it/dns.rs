@@ -213,7 +213,7 @@ async fn a_silent_server_receives_one_packet_per_lookup() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_consumer_threads_front_never_serves_an_expired_answer() {
+async fn a_lanes_front_never_serves_an_expired_answer() {
     let behaviour = Behaviour::default().with_override(ip("10.0.0.2"), Answer::NxDomain);
     let dns = DnsServer::start(behaviour).await.unwrap();
     let dbs = write_dbs();
