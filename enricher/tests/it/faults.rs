@@ -370,9 +370,17 @@ fn deliveries_that_time_out_in_an_outage_are_sent_again_by_the_worker() {
             .producer_properties
             .insert("message.timeout.ms".into(), "1000".into());
     });
-    fed.kafka.cluster().broker_down(-1).unwrap();
+    // A slow round trip first, so that produce requests are surely in flight
+    // when the brokers go down, however fast the worker keeps up.
+    let cluster = fed.kafka.cluster();
+    cluster
+        .broker_round_trip_time(-1, Duration::from_millis(500))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.broker_down(-1).unwrap();
     std::thread::sleep(Duration::from_secs(3));
-    fed.kafka.cluster().broker_up(-1).unwrap();
+    cluster.broker_up(-1).unwrap();
+    cluster.broker_round_trip_time(-1, Duration::ZERO).unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let n = fed.drain();
     let (report, dups) = fed.stop(n, "delivery timeouts");
