@@ -7,6 +7,7 @@
 //! String values may reference `${VARIABLE}` and `${file:/path}`, resolved
 //! at load ([`interpolate`]); secrets are masked wherever a configuration is shown.
 
+mod env;
 mod interpolate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -505,6 +506,7 @@ impl Config {
         let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::new("file", e.message().to_string()))?;
+        let mut secrets = interpolate::Secrets::default();
         for (name, value) in overrides {
             let Some(rest) = name.strip_prefix("ENRICHER_") else {
                 continue;
@@ -514,14 +516,15 @@ impl Config {
             }
             let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             let key = path.join(".");
-            // librdkafka property maps hold strings whatever they look like.
-            let is_property = path.iter().any(|seg| seg.ends_with("properties"));
-            let parsed = format!("v = {value}")
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .filter(|_| !is_property)
-                .unwrap_or_else(|| toml::Value::String(value.clone()));
+            let expected = env::expected(&path);
+            if is_secret_key(&key) {
+                secrets.remember(value.clone());
+            }
+            let mut below = path.clone();
+            below.push(String::new());
+            let strings = env::expected(&below) == env::Expected::Text;
+            let parsed = env::value(&key, value, expected, strings)
+                .map_err(|problem| ConfigError::new(key.clone(), format!("{name}: {problem}")))?;
             let mut node = &mut table;
             for (i, segment) in path.iter().enumerate() {
                 if i + 1 == path.len() {
@@ -542,7 +545,6 @@ impl Config {
                 };
             }
         }
-        let mut secrets = interpolate::Secrets::default();
         interpolate::table(&mut table, &env, &mut secrets)?;
         let mut config = Self::from_toml(&table.to_string()).map_err(|e| ConfigError {
             problem: secrets.mask(&e.problem),
@@ -558,11 +560,11 @@ impl Config {
             .map_err(|e| ConfigError::new("file", e.message().to_string()))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            let inner = e.into_inner();
-            ConfigError::new(
-                if key == "." { "file".into() } else { key },
-                inner.message().to_string(),
-            )
+            let mut problem = e.into_inner().message().to_string();
+            if is_secret_key(&key) {
+                problem = mask_quoted(&problem);
+            }
+            ConfigError::new(if key == "." { "file".into() } else { key }, problem)
         })
     }
 
@@ -924,6 +926,27 @@ pub fn is_secret_property(key: &str) -> bool {
         || k.contains("token")
 }
 
+/// True for configuration keys whose values are secrets (`redis.password`,
+/// `kafka.properties.sasl.password`): an error about one never shows its value.
+pub fn is_secret_key(key: &str) -> bool {
+    is_secret_property(key)
+}
+
+/// Replaces every `` `quoted` `` value in a deserializer's message with
+/// `` `***` `` (serde quotes the value it refused that way).
+fn mask_quoted(problem: &str) -> String {
+    let mut out = String::with_capacity(problem.len());
+    let mut parts = problem.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        out.push('`');
+        out.push_str(if i % 2 == 0 { "***" } else { part });
+    }
+    out
+}
+
 /// Replaces the password in `scheme://user:password@host` with `***`.
 pub fn mask_secrets(text: &str) -> String {
     let Some(scheme_end) = text.find("://") else {
@@ -1217,6 +1240,59 @@ mod tests {
         c.validate()
             .expect("rediss:// with the system roots and a password");
         assert!(c.to_masked_toml().contains("password = \"***\""));
+    }
+
+    #[test]
+    fn environment_values_are_read_by_the_type_the_key_expects() {
+        let load =
+            |name: &str, value: &str| Config::load(None, [(name.to_string(), value.to_string())]);
+        for text in ["123456", "true", "1979-05-27T07:32:00Z", "\"q\"", "{a=1}"] {
+            let c = load("ENRICHER_REDIS__PASSWORD", text).expect(text);
+            assert_eq!(c.redis.password.as_deref(), Some(text));
+        }
+        let c = load("ENRICHER_KAFKA__INPUT_TOPIC", "2024").expect("a topic");
+        assert_eq!(c.kafka.input_topic, "2024");
+        let c = load("ENRICHER_DNS__QPS", "70").expect("a number");
+        assert_eq!(c.dns.qps, 70);
+        let c = load("ENRICHER_FIELDS__DEFAULT", "[\"a\", \"b\"]").expect("a list");
+        assert_eq!(c.fields.default, ["a", "b"]);
+        let c = load(
+            "ENRICHER_KAFKA__PRODUCER_PROPERTIES",
+            "{\"linger.ms\" = 5, \"acks\" = \"all\"}",
+        )
+        .expect("an inline table");
+        assert_eq!(c.kafka.producer_properties["linger.ms"], "5");
+        let e = load("ENRICHER_KAFKA__PRODUCER_PROPERTIES", "linger.ms=5").expect_err("no table");
+        assert_eq!(e.key, "kafka.producer_properties");
+        assert!(e.problem.contains("__<KEY>"), "{e}");
+        let e = load("ENRICHER_KAFKA__NO_SUCH_KEY", "1").expect_err("unknown");
+        assert_eq!(e.key, "kafka.no_such_key");
+    }
+
+    #[test]
+    fn an_error_about_a_secret_names_the_key_and_never_the_value() {
+        let e = Config::from_toml("[redis]\npassword = 123456\n").expect_err("a number");
+        assert_eq!(e.key, "redis.password");
+        assert!(!e.to_string().contains("123456"), "{e}");
+        assert!(e.problem.contains("`***`"), "{e}");
+        let e = Config::from_toml("[kafka.properties]\n\"sasl.password\" = true\n")
+            .expect_err("a boolean");
+        assert!(!e.problem.contains("true"), "{e}");
+        // A secret set through the environment is masked in any error.
+        let e = Config::load(
+            None,
+            [
+                ("ENRICHER_REDIS__PASSWORD".to_string(), "pw-9f3".to_string()),
+                (
+                    "ENRICHER_REDIS__URL".to_string(),
+                    "http://pw-9f3@h".to_string(),
+                ),
+            ],
+        )
+        .expect("loads")
+        .validate()
+        .expect_err("bad scheme");
+        assert!(!e.to_string().contains("pw-9f3"), "{e}");
     }
 
     #[test]

@@ -35,6 +35,13 @@ impl Secrets {
         out
     }
 
+    /// Remembers a value to mask: a secret set through the environment.
+    pub(super) fn remember(&mut self, value: String) {
+        if !value.is_empty() && !self.0.contains(&value) {
+            self.0.push(value);
+        }
+    }
+
     /// Masks every remembered value inside every string of `value`.
     pub(super) fn mask_value(&self, value: &mut toml::Value) {
         match value {

@@ -123,6 +123,53 @@ fn an_unresolvable_reference_exits_64_with_one_line_naming_the_key() {
     }
 }
 
+#[test]
+fn a_secret_in_the_environment_is_taken_as_text_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "c.toml",
+        "[redis]\nurl = \"redis://redis:6379/0\"\n",
+    );
+    // Digits, a boolean, a date and quotes: each is a password, as written.
+    for password in ["123456", "true", "1979-05-27", "\"quoted\"", "[1]"] {
+        let out = enricher(
+            &["check-config", &path_of(&config)],
+            &[("ENRICHER_REDIS__PASSWORD", password)],
+            b"",
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{password}: {stderr}");
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(shown.contains("password = \"***\""), "{shown}");
+    }
+    // A secret of the wrong type in a file: the key and ***, never the value.
+    let typed = write(dir.path(), "typed.toml", "[redis]\npassword = 987654\n");
+    let out = enricher(&["check-config", &path_of(&typed)], &[], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("redis.password") && stderr.contains("***"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("987654"), "{stderr}");
+    // A map-typed key takes an inline table.
+    let out = enricher(
+        &["check-config", &path_of(&config)],
+        &[(
+            "ENRICHER_KAFKA__CONSUMER_PROPERTIES",
+            "{\"session.timeout.ms\" = \"6000\", \"fetch.wait.max.ms\" = 20}",
+        )],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let shown: toml::Table = String::from_utf8_lossy(&out.stdout).parse().unwrap();
+    let props = &shown["kafka"]["consumer_properties"];
+    assert_eq!(props["session.timeout.ms"].as_str(), Some("6000"));
+    assert_eq!(props["fetch.wait.max.ms"].as_str(), Some("20"));
+}
+
 // ---- Kafka: TLS and SASL/SCRAM ---------------------------------------------
 
 fn sasl_ssl(ca: &Path) -> Config {
