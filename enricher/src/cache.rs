@@ -239,6 +239,12 @@ impl RedisCache {
         })
     }
 
+    /// Sets the circuit-state gauge. Called on the exporter's interval, so
+    /// a state that does not change stays exported.
+    pub fn publish_gauges(&self) {
+        metrics::gauge!(m::REDIS_CIRCUIT).set(f64::from(self.state() as u8));
+    }
+
     /// The circuit's current state.
     pub fn state(&self) -> CircuitState {
         match self.state.load(Ordering::Relaxed) {

@@ -323,8 +323,6 @@ impl Dns {
                     source,
                 })?;
             let label = addr.to_string();
-            metrics::gauge!(m::DNS_BUDGET_QPS, "upstream" => label.clone())
-                .set(f64::from(opts.qps));
             upstreams.push(Upstream {
                 addr,
                 label,
@@ -343,6 +341,17 @@ impl Dns {
     /// The upstreams in use.
     pub fn upstreams(&self) -> Vec<SocketAddr> {
         self.upstreams.iter().map(|u| u.addr).collect()
+    }
+
+    /// Sets each upstream's budget and in-flight gauges. Called on the
+    /// exporter's interval, so a gauge that does not change stays exported.
+    pub fn publish_gauges(&self) {
+        for u in &self.upstreams {
+            metrics::gauge!(m::DNS_BUDGET_QPS, "upstream" => u.label.clone())
+                .set(f64::from(self.opts.qps));
+            let in_flight = self.opts.max_in_flight.max(1) - u.permits.available_permits();
+            metrics::gauge!(m::DNS_IN_FLIGHT, "upstream" => u.label.clone()).set(in_flight as f64);
+        }
     }
 
     /// Total queries per second allowed across all upstreams.
@@ -369,8 +378,6 @@ impl Dns {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        let in_flight = metrics::gauge!(m::DNS_IN_FLIGHT, "upstream" => upstream.label.clone());
-        in_flight.increment(1.0);
         let started = Instant::now();
         // hickory enforces the timeout per attempt; this outer bound only
         // guards against a resolver that never returns.
@@ -381,7 +388,6 @@ impl Dns {
             Ok(Err(error)) => classify(&error),
             Err(_) => PtrOutcome::Timeout,
         };
-        in_flight.decrement(1.0);
         drop(permit);
         metrics::histogram!(m::LOOKUP_SECONDS, "kind" => "dns")
             .record(started.elapsed().as_secs_f64());

@@ -356,6 +356,18 @@ impl Enricher {
         self.dns.as_ref()
     }
 
+    /// Sets the gauges of the parts below (DNS budget and in-flight, GeoIP
+    /// build and age, the Redis circuit), so that none goes stale.
+    pub fn publish_gauges(&self) {
+        self.geo.publish_gauges();
+        if let Some(dns) = &self.dns {
+            dns.publish_gauges();
+        }
+        if let Some(l2) = &self.l2 {
+            l2.publish_gauges();
+        }
+    }
+
     /// Entries and weighted size of L1 (moka updates these lazily).
     pub fn l1_size(&self) -> (u64, u64) {
         self.l1.run_pending_tasks();

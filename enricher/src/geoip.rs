@@ -304,7 +304,6 @@ impl GeoIp {
                 .collect();
             let seen = stamp(path);
             let loaded = Loaded::open(path, kind, &attrs, opts.verify)?;
-            publish_build(kind, loaded.build_epoch);
             dbs.push(Db {
                 kind,
                 path: path.clone(),
@@ -313,11 +312,13 @@ impl GeoIp {
                 seen: Mutex::new(seen),
             });
         }
-        Ok(Self {
+        let geo = Self {
             dbs,
             generation: AtomicU64::new(1),
             verify: opts.verify,
-        })
+        };
+        geo.publish_gauges();
+        Ok(geo)
     }
 
     /// A GeoIP with no database: every lookup is `NoDatabase`.
@@ -396,7 +397,6 @@ impl GeoIp {
                         build_epoch = loaded.build_epoch,
                         "GeoIP database reloaded"
                     );
-                    publish_build(db.kind, loaded.build_epoch);
                     db.current.store(Arc::new(loaded));
                     metrics::counter!(m::GEOIP_RELOADS, "db" => db.kind.label(), "result" => "ok")
                         .increment(1);
@@ -415,7 +415,7 @@ impl GeoIp {
         if swapped > 0 {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
-        self.publish_age();
+        self.publish_gauges();
         swapped
     }
 
@@ -427,12 +427,16 @@ impl GeoIp {
             .collect()
     }
 
-    fn publish_age(&self) {
+    /// Sets the build-time and age gauges of each database in use. Called
+    /// on the exporter's interval, so a gauge that does not change stays
+    /// exported.
+    pub fn publish_gauges(&self) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
         for (kind, build) in self.builds() {
+            metrics::gauge!(m::GEOIP_BUILD, "db" => kind.label()).set(build as f64);
             metrics::gauge!(m::GEOIP_AGE, "db" => kind.label()).set(now - build as f64);
         }
     }
@@ -457,10 +461,6 @@ impl GeoIp {
             }
         })
     }
-}
-
-fn publish_build(kind: DbKind, build_epoch: u64) {
-    metrics::gauge!(m::GEOIP_BUILD, "db" => kind.label()).set(build_epoch as f64);
 }
 
 /// Which database answers an attribute.

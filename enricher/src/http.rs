@@ -6,27 +6,46 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::MetricKindMask;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::kafka::Health;
 
-/// Installs the Prometheus recorder for this process. Gauges of partitions
-/// this worker no longer owns disappear after a minute without updates.
-pub fn install_recorder() -> Result<PrometheusHandle, String> {
-    PrometheusBuilder::new()
-        .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_secs(60)))
+/// How long a gauge may go without an update before the exporter drops it.
+/// Every gauge of the worker is set on the loop's 100 ms tick (see
+/// [`crate::metrics::publish`] and the acker's `publish`), so only the series
+/// of a partition this worker no longer owns ever reaches it.
+pub const GAUGE_IDLE: Duration = Duration::from_secs(60);
+
+/// How often the exporter's upkeep runs (drains histogram buckets, so they
+/// do not grow between scrapes).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The Prometheus recorder, not installed: gauges idle for `gauge_idle` are
+/// dropped, and histograms ending in `_seconds` get buckets from a GeoIP
+/// lookup (a microsecond) up to a slow DNS answer (seconds).
+pub fn recorder(gauge_idle: Duration) -> Result<PrometheusRecorder, String> {
+    Ok(PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::GAUGE, Some(gauge_idle))
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
             &[
-                0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                0.000_001, 0.000_005, 0.000_025, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ],
         )
         .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| e.to_string())
+        .build_recorder())
+}
+
+/// Installs the Prometheus recorder for this process (see [`recorder`]).
+pub fn install_recorder() -> Result<PrometheusHandle, String> {
+    let recorder = recorder(GAUGE_IDLE)?;
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    Ok(handle)
 }
 
 /// Binds `addr` and serves until the task is aborted.
@@ -38,8 +57,17 @@ pub async fn serve(
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "Serving /metrics, /healthz and /readyz");
     Ok(tokio::spawn(async move {
+        let mut upkeep = tokio::time::interval(UPKEEP_EVERY);
+        upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = upkeep.tick() => {
+                    metrics.run_upkeep();
+                    continue;
+                }
+            };
+            let Ok((mut stream, _)) = accepted else {
                 continue;
             };
             let metrics = metrics.clone();

@@ -67,6 +67,7 @@ pub fn publish(enricher: &crate::enrich::Enricher) {
     ] {
         metrics::counter!(CACHE, "tier" => tier, "result" => result).absolute(v);
     }
+    enricher.publish_gauges();
     let (entries, bytes) = enricher.l1_size();
     metrics::gauge!(L1_ENTRIES).set(entries as f64);
     metrics::gauge!(L1_BYTES).set(bytes as f64);
