@@ -81,8 +81,15 @@ pub struct LagReport {
     pub high_watermark: Option<i64>,
     /// High watermark minus committed offset, never negative.
     pub lag_records: Option<u64>,
-    /// Now minus the Kafka timestamp of the last committed record.
+    /// How many seconds the group trails the partition: 0 when it has
+    /// committed up to the high watermark, otherwise the age (now minus the
+    /// Kafka timestamp) of the oldest record not yet committed. It keeps
+    /// growing while a consumer is stuck, and reads 0 on a quiet topic that
+    /// is caught up.
     pub timestamp_diff_secs: Option<f64>,
+    /// Now minus the Kafka timestamp of the last committed record: the time
+    /// since the last record, which grows on a quiet topic too.
+    pub committed_age_secs: Option<f64>,
     /// The partition's newest timestamp minus that of the last committed
     /// record.
     pub source_diff_secs: Option<f64>,
@@ -259,6 +266,7 @@ impl Acker {
         for name in [
             names::CONSUMER_LAG,
             names::TIMESTAMP_DIFF,
+            names::COMMITTED_AGE,
             names::SOURCE_TIMESTAMP_DIFF,
             names::IN_FLIGHT,
         ] {
@@ -402,6 +410,7 @@ impl Acker {
             );
             set(names::CONSUMER_LAG, report.lag_records.map(|l| l as f64));
             set(names::TIMESTAMP_DIFF, report.timestamp_diff_secs);
+            set(names::COMMITTED_AGE, report.committed_age_secs);
             set(names::SOURCE_TIMESTAMP_DIFF, report.source_diff_secs);
             set(names::IN_FLIGHT, Some(report.in_flight as f64));
         }
@@ -447,6 +456,23 @@ fn lag_report(tp: &TopicPartition, slot: &Slot, now_ms: i64) -> LagReport {
     let committed = slot.state.last_committed();
     let committed_ts = slot.state.committed_ts_ms();
     let secs_between = |from: i64, to: i64| to.saturating_sub(from) as f64 / 1000.0;
+    let oldest = slot.state.oldest_uncommitted();
+    let caught_up = match (committed, slot.high_watermark) {
+        (Some(c), Some(h)) => c >= h,
+        // Without the partition's end, what this consumer holds decides.
+        (Some(_), None) => oldest.is_none(),
+        (None, _) => false,
+    };
+    let timestamp_diff_secs = if caught_up {
+        Some(0.0)
+    } else {
+        match oldest {
+            Some(stamp) => stamp.ts_ms.map(|ts| secs_between(ts, now_ms)),
+            // Behind, and the next record not consumed yet: it is at most as
+            // old as the last committed one.
+            None => committed_ts.map(|ts| secs_between(ts, now_ms)),
+        }
+    };
     LagReport {
         tp: tp.clone(),
         committed,
@@ -454,7 +480,8 @@ fn lag_report(tp: &TopicPartition, slot: &Slot, now_ms: i64) -> LagReport {
         lag_records: committed
             .zip(slot.high_watermark)
             .map(|(c, h)| u64::try_from(h.saturating_sub(c)).unwrap_or(0)),
-        timestamp_diff_secs: committed_ts.map(|ts| secs_between(ts, now_ms)),
+        timestamp_diff_secs,
+        committed_age_secs: committed_ts.map(|ts| secs_between(ts, now_ms)),
         source_diff_secs: committed_ts
             .zip(slot.newest_ts_ms)
             .map(|(ts, newest)| secs_between(ts, newest)),
@@ -730,14 +757,82 @@ mod tests {
         assert_eq!(r.committed, Some(15));
         assert_eq!(r.high_watermark, Some(1000));
         assert_eq!(r.lag_records, Some(985));
+        // The oldest record not committed is 15, stamped 15 s.
+        assert_eq!(r.timestamp_diff_secs, Some(85.0));
         // The last committed record is 14, stamped 14 s: not 15.
-        assert_eq!(r.timestamp_diff_secs, Some(86.0));
+        assert_eq!(r.committed_age_secs, Some(86.0));
         assert_eq!(r.source_diff_secs, Some(76.0));
         assert_eq!(r.in_flight, 4);
         a.set_high_watermark(&tp(0), 3, None);
         let r = a.lag(&tp(0), 100_000).unwrap();
         assert_eq!(r.lag_records, Some(0), "never negative");
         assert_eq!(r.source_diff_secs, Some(76.0), "newest timestamp kept");
+    }
+
+    #[test]
+    fn lag_in_seconds_is_zero_when_caught_up_and_grows_while_stuck() {
+        let t0 = Instant::now();
+        let mut a = acker(t0);
+        let e = a.assign(tp(0));
+        // Records 0..10 stamped 0..9 s, all produced and committed.
+        track_all(&mut a, 0, e, 0..10);
+        for offset in 0..10 {
+            assert_eq!(a.ack(&tp(0), e, offset), AckResult::Acked);
+        }
+        let c = a.commit_now(&tp(0)).unwrap();
+        assert!(a.committed(&c.tp, c.epoch, c.offset));
+        a.set_high_watermark(&tp(0), 10, Some(9_000));
+        // Quiet for an hour, caught up: 0, while the time since the last
+        // record grows.
+        let r = a.lag(&tp(0), 3_600_000).unwrap();
+        assert_eq!(r.timestamp_diff_secs, Some(0.0));
+        assert_eq!(r.committed_age_secs, Some(3_591.0));
+        // Records 10..20 arrive (stamped 10..19 s) and the worker is stuck
+        // on 10: the age of record 10 grows with the clock.
+        track_all(&mut a, 0, e, 10..20);
+        a.set_high_watermark(&tp(0), 20, Some(19_000));
+        for offset in 11..20 {
+            assert_eq!(a.ack(&tp(0), e, offset), AckResult::Acked);
+        }
+        assert_eq!(
+            a.lag(&tp(0), 30_000).unwrap().timestamp_diff_secs,
+            Some(20.0)
+        );
+        assert_eq!(
+            a.lag(&tp(0), 90_000).unwrap().timestamp_diff_secs,
+            Some(80.0)
+        );
+        // Acked but not committed yet: still the age of record 10.
+        assert_eq!(a.ack(&tp(0), e, 10), AckResult::Acked);
+        assert_eq!(
+            a.lag(&tp(0), 95_000).unwrap().timestamp_diff_secs,
+            Some(85.0)
+        );
+        let c = a.commit_now(&tp(0)).unwrap();
+        assert!(a.committed(&c.tp, c.epoch, c.offset));
+        assert_eq!(
+            a.lag(&tp(0), 95_000).unwrap().timestamp_diff_secs,
+            Some(0.0)
+        );
+        // Behind with nothing consumed yet: at most as old as the last
+        // committed record (19 s).
+        a.set_high_watermark(&tp(0), 25, Some(24_000));
+        assert_eq!(
+            a.lag(&tp(0), 100_000).unwrap().timestamp_diff_secs,
+            Some(81.0)
+        );
+        // A commit handed out while records arrive: after it lands, the
+        // oldest uncommitted record is the first one past it.
+        track_all(&mut a, 0, e, 20..23);
+        assert_eq!(a.ack(&tp(0), e, 20), AckResult::Acked);
+        let c = a.commit_now(&tp(0)).unwrap();
+        assert_eq!(c.offset, 21);
+        assert_eq!(a.ack(&tp(0), e, 21), AckResult::Acked);
+        assert!(a.committed(&c.tp, c.epoch, c.offset));
+        assert_eq!(
+            a.lag(&tp(0), 100_000).unwrap().timestamp_diff_secs,
+            Some(79.0)
+        );
     }
 
     #[test]

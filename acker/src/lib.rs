@@ -46,4 +46,4 @@ mod partition;
 
 pub use crate::acker::{Acker, AckerConfig, Commit, LagReport, Progress, TopicPartition};
 pub use crate::error::{AckResult, TrackError};
-pub use crate::partition::{Epoch, PartitionState};
+pub use crate::partition::{Epoch, PartitionState, Stamp};

@@ -24,8 +24,13 @@ pub const COMMITTED_OFFSET: &str = "acker_committed_offset";
 pub const HIGH_WATERMARK: &str = "acker_high_watermark";
 /// High watermark minus committed offset, never negative. Gauge.
 pub const CONSUMER_LAG: &str = "acker_consumer_lag_records";
-/// Now minus the Kafka timestamp of the last committed record, in seconds. Gauge.
+/// How many seconds the group trails the partition: 0 when it has committed
+/// everything up to the high watermark, otherwise now minus the Kafka
+/// timestamp of the oldest record not yet committed. Gauge.
 pub const TIMESTAMP_DIFF: &str = "acker_timestamp_diff_seconds";
+/// Now minus the Kafka timestamp of the last committed record, in seconds:
+/// the time since the last record, which grows on a quiet topic too. Gauge.
+pub const COMMITTED_AGE: &str = "acker_committed_record_age_seconds";
 /// The partition's newest record timestamp minus that of the last committed
 /// record, in seconds. Gauge.
 pub const SOURCE_TIMESTAMP_DIFF: &str = "acker_source_timestamp_diff_seconds";

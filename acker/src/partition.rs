@@ -36,6 +36,25 @@ impl fmt::Display for Epoch {
     }
 }
 
+/// A record's offset and Kafka timestamp (Unix ms), as tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The record's offset.
+    pub offset: i64,
+    /// Its Kafka timestamp in Unix ms, if it carried one.
+    pub ts_ms: Option<i64>,
+}
+
+/// A commit handed out and not yet reported.
+#[derive(Debug, Clone, Copy)]
+struct Handout {
+    offset: i64,
+    /// Timestamp of the newest record below `offset`.
+    covered_ts_ms: Option<i64>,
+    /// The first record tracked at or past `offset`, once known.
+    first_after: Option<Stamp>,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     offset: i64,
@@ -65,8 +84,11 @@ pub struct PartitionState {
     acked_since_log: u64,
     last_committed: Option<i64>,
     committed_ts_ms: Option<i64>,
-    /// The last commit handed out, with the timestamp it covers.
-    handed_out: Option<(i64, Option<i64>)>,
+    /// The last commit handed out.
+    handed_out: Option<Handout>,
+    /// The first record tracked at or past the last committed offset: the
+    /// oldest record this consumer holds that the group has not committed.
+    oldest_uncommitted: Option<Stamp>,
     retry: bool,
     commit_failures: u64,
 }
@@ -87,6 +109,7 @@ impl PartitionState {
             last_committed: None,
             committed_ts_ms: None,
             handed_out: None,
+            oldest_uncommitted: None,
             retry: false,
             commit_failures: 0,
         }
@@ -118,6 +141,11 @@ impl PartitionState {
         });
         self.first_tracked.get_or_insert(offset);
         self.last_tracked = Some(offset);
+        let stamp = Stamp { offset, ts_ms };
+        self.oldest_uncommitted.get_or_insert(stamp);
+        if let Some(handout) = &mut self.handed_out {
+            handout.first_after.get_or_insert(stamp);
+        }
         self.in_flight += 1;
         Ok(())
     }
@@ -198,7 +226,12 @@ impl PartitionState {
     /// timestamp it covers for when it is reported committed.
     pub fn begin_commit(&mut self) -> Option<i64> {
         let offset = self.commit_due()?;
-        self.handed_out = Some((offset, self.covered_ts_ms));
+        self.handed_out = Some(Handout {
+            offset,
+            covered_ts_ms: self.covered_ts_ms,
+            // The lowest unacked record sits at the commit point.
+            first_after: self.front_stamp(),
+        });
         Some(offset)
     }
 
@@ -213,15 +246,17 @@ impl PartitionState {
         }
         self.last_committed = Some(offset);
         self.retry = false;
-        if let Some((handed, ts_ms)) = self.handed_out
-            && handed == offset
+        if let Some(handout) = self.handed_out
+            && handout.offset == offset
         {
-            self.committed_ts_ms = ts_ms;
+            self.committed_ts_ms = handout.covered_ts_ms;
+            self.oldest_uncommitted = handout.first_after;
         } else if self.commit_point() == Some(offset) {
             self.committed_ts_ms = self.covered_ts_ms;
+            self.oldest_uncommitted = self.front_stamp();
         }
-        // Otherwise the timestamp stays the older one until a commit whose
-        // timestamp is known lands: the timestamp diff reads high, never low.
+        // Otherwise both stay the older ones until a commit whose records are
+        // known lands: the lag in seconds reads high, never low.
         true
     }
 
@@ -260,6 +295,20 @@ impl PartitionState {
     /// as far as records carried one.
     pub fn commit_point_ts_ms(&self) -> Option<i64> {
         self.covered_ts_ms
+    }
+
+    /// The oldest record tracked that the group has not committed: the
+    /// record at the last committed offset, or the first one tracked after
+    /// it. `None` when every tracked record is committed.
+    pub fn oldest_uncommitted(&self) -> Option<Stamp> {
+        self.oldest_uncommitted
+    }
+
+    fn front_stamp(&self) -> Option<Stamp> {
+        self.entries.front().map(|e| Stamp {
+            offset: e.offset,
+            ts_ms: e.ts_ms,
+        })
     }
 
     /// Records tracked and not yet acked.
