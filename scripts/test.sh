@@ -21,6 +21,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# The independent broker the Kafka suite also runs against (tansu): built
+# once per machine, about 17 minutes on 2 cores; see scripts/tansu.sh.
+TANSU_BIN=$(./scripts/tansu.sh)
+export TANSU_BIN
+
 # Tests start their own servers on free ports, so they run in parallel.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

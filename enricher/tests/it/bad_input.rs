@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use test_support::kafka::{MockKafka, Outgoing, Received};
+use test_support::kafka::{Kafka, MockKafka, Outgoing, Received};
 
 use super::kafka::{Worker, kafka_config, wait_until};
 use super::pipe::run;
@@ -556,7 +556,7 @@ fn key_of(r: &Received) -> usize {
 
 /// Makes `topic` and its output and dead-letter topics, and a worker config
 /// for them that writes provenance like the pipe test.
-fn worker_config(kafka: &MockKafka, dbs: &Dbs, topic: &str, partitions: i32) -> Config {
+fn worker_config(kafka: &impl Kafka, dbs: &Dbs, topic: &str, partitions: i32) -> Config {
     kafka.create_topic(topic, partitions).unwrap();
     kafka
         .create_topic(&format!("{topic}_enr"), partitions)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCoordinator;
 use serde_json::Value;
-use test_support::kafka::{MockKafka, Received};
+use test_support::kafka::{Kafka, MockKafka, Received};
 use test_support::{Answer, Behaviour, DnsServer, RedisServer, synth_name};
 
 use super::faults::{
@@ -25,14 +25,14 @@ use super::kafka::{Worker, kafka_config, wait_until};
 use super::*;
 
 /// Records in the output topic so far.
-fn out_count(kafka: &MockKafka, topic: &str, partitions: i32) -> i64 {
+fn out_count(kafka: &impl Kafka, topic: &str, partitions: i32) -> i64 {
     sum(&kafka
         .high_watermarks(&format!("{topic}_enr"), partitions)
         .unwrap())
 }
 
 /// The whole output topic, parsed, with the partition and offset of each record.
-fn read_output(kafka: &MockKafka, topic: &str, partitions: i32) -> Vec<(Received, Value)> {
+fn read_output(kafka: &impl Kafka, topic: &str, partitions: i32) -> Vec<(Received, Value)> {
     let output = format!("{topic}_enr");
     let total = sum(&kafka.high_watermarks(&output, partitions).unwrap()) as usize;
     kafka

@@ -23,7 +23,7 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaErrorCode, RDKafkaRespErr};
-use test_support::kafka::{MockKafka, count_ids};
+use test_support::kafka::{Kafka, MockKafka, count_ids};
 
 use super::kafka::{Worker, kafka_config, records, wait_until};
 use super::*;
@@ -33,7 +33,7 @@ use super::*;
 // ---------------------------------------------------------------------------
 
 /// Creates `topic` and its output topic with `partitions` partitions each.
-pub(super) fn topics(kafka: &MockKafka, topic: &str, partitions: i32) {
+pub(super) fn topics(kafka: &impl Kafka, topic: &str, partitions: i32) {
     kafka.create_topic(topic, partitions).unwrap();
     kafka
         .create_topic(&format!("{topic}_enr"), partitions)
@@ -50,7 +50,7 @@ pub(super) struct Feeder {
 
 impl Feeder {
     pub(super) fn start(
-        kafka: &MockKafka,
+        kafka: &impl Kafka,
         topic: &str,
         partitions: i32,
         ids: Range<u64>,
@@ -61,7 +61,7 @@ impl Feeder {
     /// As [`Feeder::start`], `batch` records per batch (a batch about every
     /// 40 ms), so a long run stays under the mock's per-partition limits.
     pub(super) fn start_batched(
-        kafka: &MockKafka,
+        kafka: &impl Kafka,
         topic: &str,
         partitions: i32,
         ids: Range<u64>,
@@ -132,7 +132,7 @@ pub(super) fn sum(offsets: &BTreeMap<i32, i64>) -> i64 {
 }
 
 /// Waits until the group's commits on `topic` reach its high watermarks.
-pub(super) fn wait_committed_to_end(kafka: &MockKafka, group: &str, topic: &str, partitions: i32) {
+pub(super) fn wait_committed_to_end(kafka: &impl Kafka, group: &str, topic: &str, partitions: i32) {
     let high = kafka.high_watermarks(topic, partitions).unwrap();
     wait_until(
         "the commits to reach the high watermarks",
@@ -145,7 +145,7 @@ pub(super) fn wait_committed_to_end(kafka: &MockKafka, group: &str, topic: &str,
 /// there), asserts that every id `0..n` came out, and returns the ids that
 /// came out more than once (once per extra copy).
 pub(super) fn every_id_out(
-    kafka: &MockKafka,
+    kafka: &impl Kafka,
     topic: &str,
     partitions: i32,
     n: u64,
@@ -182,7 +182,7 @@ pub(super) fn every_id_out(
 }
 
 /// Waits until the worker has produced something (it is mid-stream).
-pub(super) fn wait_for_output(kafka: &MockKafka, topic: &str, partitions: i32) {
+pub(super) fn wait_for_output(kafka: &impl Kafka, topic: &str, partitions: i32) {
     let output = format!("{topic}_enr");
     wait_until("some output", Duration::from_secs(20), || {
         sum(&kafka.high_watermarks(&output, partitions).unwrap()) > 0
@@ -461,14 +461,14 @@ pub(super) struct Proc {
 }
 
 impl Proc {
-    pub(super) fn spawn(name: &str, kafka: &MockKafka, topic: &str, config: &Path) -> Proc {
+    pub(super) fn spawn(name: &str, kafka: &impl Kafka, topic: &str, config: &Path) -> Proc {
         Proc::spawn_with(name, kafka, topic, config, &["--no-dns"])
     }
 
     /// As [`Proc::spawn`], with `args` in place of `--no-dns`.
     pub(super) fn spawn_with(
         name: &str,
-        kafka: &MockKafka,
+        kafka: &impl Kafka,
         topic: &str,
         config: &Path,
         args: &[&str],
@@ -544,7 +544,7 @@ impl Proc {
     }
 
     /// SIGTERM, without libc.
-    fn terminate(&self) {
+    pub(super) fn terminate(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -553,7 +553,7 @@ impl Proc {
     }
 
     /// Waits for the process to exit, at most `limit`.
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
+    pub(super) fn wait(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -624,7 +624,7 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
 
 /// Waits until the processes together hold every partition, each process
 /// at least one, and none twice.
-fn wait_spread(procs: &[&Proc], partitions: i32, limit: Duration) {
+pub(super) fn wait_spread(procs: &[&Proc], partitions: i32, limit: Duration) {
     wait_until("the partitions to spread over the processes", limit, || {
         let held: Vec<Vec<i32>> = procs.iter().map(|p| p.partitions()).collect();
         let mut all: Vec<i32> = held.iter().flatten().copied().collect();

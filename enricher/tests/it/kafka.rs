@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use enricher::kafka::{self, Health, RunReport};
-use test_support::kafka::{MockKafka, count_ids};
+use test_support::kafka::{Kafka, MockKafka, count_ids};
 
 use super::*;
 
@@ -54,7 +54,7 @@ impl Worker {
     }
 }
 
-pub(crate) fn kafka_config(dbs: &Dbs, kafka: &MockKafka, topic: &str) -> Config {
+pub(crate) fn kafka_config(dbs: &Dbs, kafka: &impl Kafka, topic: &str) -> Config {
     let mut c = config(dbs, None, None);
     c.output.provenance = false;
     c.kafka.brokers = kafka.bootstrap().to_string();

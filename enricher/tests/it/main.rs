@@ -14,6 +14,8 @@ mod kafka;
 mod pipe;
 mod records;
 mod security;
+mod tansu;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

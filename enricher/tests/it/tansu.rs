@@ -1,0 +1,161 @@
+//! The worker against tansu, an independent Kafka-compatible broker in a
+//! process of its own (`test_support::kafka::Tansu`): the mock cluster lives
+//! inside librdkafka and answers at once, tansu answers at a real broker's
+//! pace. Workers run as `enricher run` processes; every test counts records
+//! by id at the other end.
+//!
+//! tansu is installed by `scripts/tansu.sh` (the test command runs it).
+
+use std::time::Duration;
+
+use test_support::kafka::{Kafka, Outgoing, Tansu};
+
+use super::faults::{
+    Feeder, Proc, every_id_out, sum, topics, wait_committed_to_end, wait_for_output, wait_spread,
+    write_run_config,
+};
+use super::kafka::{records, wait_until};
+use super::*;
+
+fn tansu() -> Tansu {
+    Tansu::start().expect("starting tansu (scripts/tansu.sh installs it)")
+}
+
+/// The value of one series in a Prometheus text body.
+fn metric(body: &str, name: &str, labels: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && l.contains(labels) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn tansu_a_clean_run_counts_every_id_commits_the_end_and_reads_no_lag() {
+    let kafka = tansu();
+    let (topic, partitions) = ("tansu_clean", 3);
+    topics(&kafka, topic, partitions);
+    let n = 3_000;
+    kafka.produce(topic, partitions, records(0, n)).unwrap();
+    let dbs = write_dbs();
+    let config = write_run_config(&dbs);
+    let w = Proc::spawn("clean", &kafka, topic, &config);
+    wait_committed_to_end(&kafka, &format!("g-{topic}"), topic, partitions);
+    // Caught up and quiet: no lag in records or seconds on any partition,
+    // while the last record keeps ageing.
+    wait_until(
+        "lag 0 in records and seconds",
+        Duration::from_secs(15),
+        || {
+            let (_, body) = w.get("/metrics");
+            (0..partitions).all(|p| {
+                let labels = format!("partition=\"{p}\"");
+                metric(&body, "acker_consumer_lag_records", &labels) == Some(0.0)
+                    && metric(&body, "acker_timestamp_diff_seconds", &labels) == Some(0.0)
+                    && metric(&body, "acker_committed_record_age_seconds", &labels)
+                        .is_some_and(|age| age > 0.0)
+            })
+        },
+    );
+    w.stop();
+    let dups = every_id_out(&kafka, topic, partitions, n, "tansu clean").len();
+    assert_eq!(dups, 0);
+}
+
+#[test]
+fn tansu_dead_letters_carry_the_reason_and_the_original_bytes() {
+    let kafka = tansu();
+    let (topic, partitions) = ("tansu_dlq", 1);
+    topics(&kafka, topic, partitions);
+    kafka.create_topic(&format!("{topic}_dlq"), 1).unwrap();
+    let mut messages: Vec<Outgoing> = records(0, 10)
+        .into_iter()
+        .map(|r| Outgoing {
+            payload: Some(r.into_bytes()),
+            ..Outgoing::default()
+        })
+        .collect();
+    messages.insert(
+        5,
+        Outgoing {
+            key: Some(b"poison".to_vec()),
+            payload: Some(b"{\"id\":99, not json".to_vec()),
+            headers: vec![("trace".into(), b"t-1".to_vec())],
+            ..Outgoing::default()
+        },
+    );
+    kafka.produce_messages(topic, &messages).unwrap();
+    let dbs = write_dbs();
+    let config = write_run_config(&dbs);
+    let w = Proc::spawn("dlq", &kafka, topic, &config);
+    wait_committed_to_end(&kafka, &format!("g-{topic}"), topic, partitions);
+    w.stop();
+    let dead = kafka
+        .read_all(&format!("{topic}_dlq"), 1, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(d.payload.as_deref(), Some(&b"{\"id\":99, not json"[..]));
+    assert_eq!(d.key.as_deref(), Some(&b"poison"[..]));
+    assert_eq!(d.header("trace").as_deref(), Some("t-1"));
+    assert!(d.header("enricher.reason").is_some_and(|r| !r.is_empty()));
+    assert_eq!(d.header("enricher.source.topic").as_deref(), Some(topic));
+    assert_eq!(d.header("enricher.source.offset").as_deref(), Some("5"));
+    every_id_out(&kafka, topic, partitions, 10, "tansu dlq");
+}
+
+#[test]
+fn tansu_a_killed_worker_is_replaced_and_only_uncommitted_records_repeat() {
+    let kafka = tansu();
+    let (topic, partitions) = ("tansu_sigkill", 4);
+    topics(&kafka, topic, partitions);
+    let dbs = write_dbs();
+    let config = write_run_config(&dbs);
+    let group = format!("g-{topic}");
+    let feeder = Feeder::start(&kafka, topic, partitions, 0..20_000);
+    let first = Proc::spawn("doomed", &kafka, topic, &config);
+    wait_for_output(&kafka, topic, partitions);
+    wait_until("a commit", Duration::from_secs(20), || {
+        sum(&kafka.committed(&group, topic, partitions).unwrap()) > 0
+    });
+    first.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let committed_at_kill = sum(&kafka.committed(&group, topic, partitions).unwrap());
+    let output = format!("{topic}_enr");
+    let out_at_kill = sum(&kafka.high_watermarks(&output, partitions).unwrap());
+    let second = Proc::spawn("replacement", &kafka, topic, &config);
+    let n = feeder.finish();
+    wait_committed_to_end(&kafka, &group, topic, partitions);
+    second.stop();
+    let dups = every_id_out(&kafka, topic, partitions, n, "tansu SIGKILL").len();
+    println!("tansu SIGKILL: {out_at_kill} out, {committed_at_kill} committed at the kill");
+    assert!(
+        dups as i64 <= (out_at_kill - committed_at_kill).max(0),
+        "{dups} redone, more than the {} produced and not committed",
+        out_at_kill - committed_at_kill
+    );
+}
+
+#[test]
+fn tansu_two_worker_processes_share_the_partitions_and_one_drains_on_sigterm() {
+    let kafka = tansu();
+    let (topic, partitions) = ("tansu_rebalance", 4);
+    topics(&kafka, topic, partitions);
+    let dbs = write_dbs();
+    let config = write_run_config(&dbs);
+    let group = format!("g-{topic}");
+    let feeder = Feeder::start(&kafka, topic, partitions, 0..20_000);
+    let first = Proc::spawn("first", &kafka, topic, &config);
+    wait_spread(&[&first], partitions, Duration::from_secs(30));
+    let second = Proc::spawn("second", &kafka, topic, &config);
+    wait_spread(&[&first, &second], partitions, Duration::from_secs(40));
+    wait_for_output(&kafka, topic, partitions);
+    // SIGTERM drains: what it produced is committed before it leaves.
+    second.stop();
+    wait_spread(&[&first], partitions, Duration::from_secs(40));
+    let n = feeder.finish();
+    wait_committed_to_end(&kafka, &group, topic, partitions);
+    first.stop();
+    let dups = every_id_out(&kafka, topic, partitions, n, "tansu rebalance").len();
+    println!("tansu rebalance: {n} records, {dups} duplicates");
+    assert!(dups as u64 <= n / 4, "{dups} duplicates of {n}");
+}
