@@ -950,7 +950,10 @@ mod tests {
         assert_eq!(gauge(names::COMMITTED_OFFSET), Some(1.0));
         assert_eq!(gauge(names::HIGH_WATERMARK), Some(10.0));
         assert_eq!(gauge(names::CONSUMER_LAG), Some(9.0));
-        assert_eq!(gauge(names::TIMESTAMP_DIFF), Some(60.0));
+        // The oldest record not committed is 1, stamped 1 s; the last
+        // committed one is 0, stamped 0 s.
+        assert_eq!(gauge(names::TIMESTAMP_DIFF), Some(59.0));
+        assert_eq!(gauge(names::COMMITTED_AGE), Some(60.0));
         assert_eq!(gauge(names::SOURCE_TIMESTAMP_DIFF), Some(5.0));
         assert_eq!(gauge(names::IN_FLIGHT), Some(3.0));
         assert_eq!(capture.get("acker_commits_total{result=ok}"), Some(1.0));
