@@ -121,6 +121,14 @@ pub struct KafkaConfig {
     pub dlq_topic: Option<String>,
     /// Compression of produced records: `lz4`, `zstd`, `snappy`, `gzip` or `none`.
     pub compression: Compression,
+    /// librdkafka's idempotent producer. Off by default: its in-flight cap
+    /// (bundled librdkafka 2.12) busy-waits on a broker slower than the
+    /// producer, a core burnt per worker (docs/decisions.md). Off, the
+    /// producer sends one request at a time per broker
+    /// (`max.in.flight.requests.per.connection = 1`), so records keep their
+    /// order through retries, and a retry may write a record twice, which
+    /// at-least-once delivery allows anyway.
+    pub idempotence: bool,
     /// librdkafka properties for both consumer and producer, passed as they
     /// are (`security.protocol`, `sasl.mechanism`, `sasl.username`,
     /// `ssl.ca.location`, ...). See librdkafka's CONFIGURATION.md.
@@ -140,6 +148,7 @@ impl Default for KafkaConfig {
             output_topic: None,
             dlq_topic: None,
             compression: Compression::Lz4,
+            idempotence: false,
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
@@ -170,7 +179,10 @@ pub struct WorkerConfig {
     /// Records of one partition taken but not yet produced, at most; the
     /// partition is paused at this bound and resumed at half of it.
     pub max_in_flight_per_partition: usize,
-    /// Records taken but not yet produced, across partitions, at most.
+    /// Records taken but not yet produced, across partitions, at most. With
+    /// a broker that takes L seconds to acknowledge a produce request, the
+    /// worker moves at most this many / L records a second; the default is
+    /// librdkafka's own producer queue bound.
     pub max_in_flight: usize,
     /// How often offsets are committed, in milliseconds.
     pub commit_interval_ms: u64,
@@ -181,6 +193,11 @@ pub struct WorkerConfig {
     /// final commit and exit, in milliseconds. The Kubernetes termination
     /// grace period should be a few seconds longer.
     pub shutdown_grace_ms: u64,
+    /// Failed deliveries are sent again after this delay (milliseconds),
+    /// doubled while they keep failing, with jitter.
+    pub resend_backoff_ms: u64,
+    /// The longest delay between resends of failed deliveries (milliseconds).
+    pub resend_backoff_max_ms: u64,
     /// Produce each partition's records in input order, to the same
     /// partition number of the output topic. Records that wait for lookups
     /// then hold up the records behind them.
@@ -204,11 +221,13 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            max_in_flight_per_partition: 5_000,
-            max_in_flight: 20_000,
+            max_in_flight_per_partition: 25_000,
+            max_in_flight: 100_000,
             commit_interval_ms: 1_000,
             drain_timeout_ms: 10_000,
             shutdown_grace_ms: 25_000,
+            resend_backoff_ms: 100,
+            resend_backoff_max_ms: 10_000,
             preserve_order: false,
             passthrough: false,
             enrich_threads: 1,

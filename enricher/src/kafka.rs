@@ -42,8 +42,10 @@ use crate::enrich::{Enricher, Scratch};
 use crate::metrics as m;
 
 mod stage;
+mod streak;
 
 use stage::{BATCH_RECORDS, Batch, Lanes, Msg, Stage, lane_of};
+use streak::{Backoff, Messages, Streak};
 
 /// Why the worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,45 @@ struct Retry {
 struct DeliveryContext {
     acks: mpsc::Sender<usize>,
     retries: mpsc::Sender<Retry>,
+    /// Failed deliveries, said once per streak.
+    failures: Mutex<Streak>,
+    /// Whether a streak is going on, so that a success takes no lock.
+    failing: AtomicBool,
+}
+
+const DELIVERY_FAILURES: Messages = Messages {
+    started: "Deliveries failing; sending them again with backoff",
+    ongoing: "Deliveries still failing",
+    ended: "Deliveries succeed again",
+};
+
+const COMMIT_FAILURES: Messages = Messages {
+    started: "Offset commits failing; retrying at the next tick",
+    ongoing: "Offset commits still failing",
+    ended: "Offset commits succeed again",
+};
+
+const CONSUMER_ERRORS: Messages = Messages {
+    started: "Consumer errors",
+    ongoing: "Consumer errors go on",
+    ended: "Consumer fetching again",
+};
+
+/// A number in [0, 1) that differs between workers and calls: enough to
+/// keep workers that failed together from retrying together.
+fn jitter() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_000) / 1_000_000.0
+}
+
+/// An error's fixed label for a metric: librdkafka's code name.
+fn error_label(error: &KafkaError) -> String {
+    error
+        .rdkafka_error_code()
+        .map_or_else(|| "other".to_string(), |code| format!("{code:?}"))
 }
 
 impl ClientContext for DeliveryContext {}
@@ -141,14 +182,22 @@ impl ProducerContext for DeliveryContext {
         match result {
             Ok(_) => {
                 let _ = self.acks.send(opaque);
+                if self.failing.load(Ordering::Relaxed) {
+                    let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                    failures.succeeded(Instant::now());
+                    self.failing.store(false, Ordering::Relaxed);
+                }
             }
             Err((error, msg)) => {
-                metrics::counter!(m::PRODUCE_ERRORS).increment(1);
+                metrics::counter!(m::PRODUCE_ERRORS, "error" => error_label(error)).increment(1);
                 let too_large = too_large(error);
                 if too_large {
                     tracing::warn!(%error, topic = msg.topic(), "Delivery refused as too large; dead-lettering the record");
                 } else {
-                    tracing::warn!(%error, topic = msg.topic(), "Delivery failed; sending the record again");
+                    let place = format!("{}/{}", msg.topic(), msg.partition());
+                    let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                    failures.failed(Instant::now(), error, &place);
+                    self.failing.store(true, Ordering::Relaxed);
                 }
                 let _ = self.retries.send(Retry {
                     opaque,
@@ -251,6 +300,13 @@ struct State {
     /// Emptied batches the lanes gave back, reused so that a batch's
     /// buffers are not grown afresh for every 128 records.
     spare: Vec<Batch>,
+    /// Failed deliveries waiting for their backoff to pass.
+    resend: Vec<Retry>,
+    /// When `resend` goes out; `None` while it is empty.
+    resend_at: Option<Instant>,
+    backoff: Backoff,
+    /// Failed offset commits, said once per streak.
+    commit_failures: Streak,
 }
 
 struct Shared {
@@ -298,10 +354,13 @@ impl Shared {
         }
     }
 
-    /// Applies every delivery report waiting, and sends failed ones again.
+    /// Applies every delivery report waiting, and sends failed ones again
+    /// once their backoff has passed.
     fn settle(&self, state: &mut State) {
         let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acked = false;
         while let Ok(opaque) = acks.try_recv() {
+            acked = true;
             let (slot, offset) = unpack(opaque);
             let Some(a) = state.slots.get(&slot) else {
                 continue;
@@ -312,8 +371,26 @@ impl Shared {
             }
         }
         drop(acks);
+        let now = Instant::now();
         let retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
-        while let Ok(retry) = retries.try_recv() {
+        state.resend.extend(retries.try_iter());
+        drop(retries);
+        if state.resend.is_empty() {
+            if acked {
+                state.backoff.reset();
+            }
+            return;
+        }
+        // A broker that fails every request is not asked again in a loop:
+        // the failed records wait, and the in-flight limit holds new ones.
+        let due = *state
+            .resend_at
+            .get_or_insert_with(|| now + state.backoff.next_delay(jitter()));
+        if now < due {
+            return;
+        }
+        state.resend_at = None;
+        for retry in std::mem::take(&mut state.resend) {
             let mut record = BaseRecord::with_opaque_to(&retry.topic, retry.opaque);
             if let Some(p) = retry.partition {
                 record = record.partition(p);
@@ -400,7 +477,7 @@ impl Shared {
     /// headers alone): logged, counted and acknowledged, so the partition
     /// still moves on.
     fn give_up(&self, record: &Record<'_>) {
-        metrics::counter!(m::PRODUCE_ERRORS).increment(1);
+        metrics::counter!(m::PRODUCE_ERRORS, "error" => "too_large").increment(1);
         let (_, offset) = unpack(record.delivery_opaque);
         tracing::error!(
             topic = record.topic,
@@ -631,13 +708,19 @@ fn client_config(
 }
 
 /// The producer's configuration, with the defaults a careful operator would
-/// choose: idempotence (so librdkafka's own retries neither duplicate nor
-/// reorder), `acks=all`, compression, and batching for throughput.
+/// choose: `acks=all`, records in order through retries (one request in
+/// flight per broker, or the idempotent producer with `kafka.idempotence`),
+/// compression, and batching for throughput.
 fn producer_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
+    c.set("bootstrap.servers", &config.kafka.brokers);
+    if config.kafka.idempotence {
+        c.set("enable.idempotence", "true");
+    } else {
+        c.set("enable.idempotence", "false")
+            .set("max.in.flight.requests.per.connection", "1");
+    }
+    c.set("acks", "all")
         .set("compression.type", config.kafka.compression.librdkafka())
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
@@ -842,6 +925,8 @@ pub fn run(
         DeliveryContext {
             acks: ack_tx,
             retries: retry_tx,
+            failures: Mutex::new(Streak::new(DELIVERY_FAILURES)),
+            failing: AtomicBool::new(false),
         },
     )?;
     let slot = Arc::new(Mutex::new(None));
@@ -867,6 +952,13 @@ pub fn run(
             report: RunReport::default(),
             pending: Vec::new(),
             spare: Vec::new(),
+            resend: Vec::new(),
+            resend_at: None,
+            backoff: Backoff::new(
+                Duration::from_millis(config.worker.resend_backoff_ms),
+                Duration::from_millis(config.worker.resend_backoff_max_ms),
+            ),
+            commit_failures: Streak::new(COMMIT_FAILURES),
         }),
         acks: Mutex::new(ack_rx),
         retries: Mutex::new(retry_rx),
@@ -928,6 +1020,7 @@ pub fn run(
         lanes,
         full_since: None,
         all_paused: false,
+        consumer_errors: Streak::new(CONSUMER_ERRORS),
     };
     worker.run(&consumer, &stop, config)?;
     let report = shared.state().report;
@@ -949,6 +1042,8 @@ struct Loop {
     /// Since when the total in-flight limit has been reached.
     full_since: Option<Instant>,
     all_paused: bool,
+    /// Consumer errors, said once per streak.
+    consumer_errors: Streak,
 }
 
 impl Drop for Loop {
@@ -991,9 +1086,17 @@ impl Loop {
                 }
                 match consumer.poll(wait) {
                     None => break,
-                    Some(Ok(msg)) => self.take(&msg),
+                    Some(Ok(msg)) => {
+                        if self.consumer_errors.is_active() {
+                            self.consumer_errors.succeeded(Instant::now());
+                        }
+                        self.take(&msg);
+                    }
                     Some(Err(error)) => {
-                        tracing::warn!(%error, "Consumer error");
+                        metrics::counter!(m::CONSUMER_ERRORS, "error" => error_label(&error))
+                            .increment(1);
+                        self.consumer_errors
+                            .failed(Instant::now(), &error, "consumer");
                         break;
                     }
                 }
@@ -1252,13 +1355,14 @@ fn commit(
     // a retry at the next tick.
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+            state.commit_failures.succeeded(now);
             for c in &due {
                 state.acker.committed(&c.tp, c.epoch, c.offset);
                 state.report.commits += 1;
             }
         }
         Err(error) => {
-            tracing::warn!(%error, "Offset commit failed; retrying at the next tick");
+            state.commit_failures.failed(now, &error, topic);
             for c in &due {
                 state.acker.commit_failed(&c.tp, c.epoch, c.offset);
             }
@@ -1308,6 +1412,19 @@ mod tests {
         ] {
             assert_eq!(unpack(pack(slot, offset)), (slot, offset));
         }
+    }
+
+    #[test]
+    fn the_producer_keeps_order_without_the_idempotent_producers_busy_wait() {
+        let mut config = Config::default();
+        let c = producer_config(&config);
+        assert_eq!(c.get("enable.idempotence"), Some("false"));
+        assert_eq!(c.get("max.in.flight.requests.per.connection"), Some("1"));
+        assert_eq!(c.get("acks"), Some("all"));
+        config.kafka.idempotence = true;
+        let c = producer_config(&config);
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("max.in.flight.requests.per.connection"), None);
     }
 
     #[test]
