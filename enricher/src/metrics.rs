@@ -13,8 +13,11 @@
 pub const RECORDS: &str = "enricher_records_total";
 /// Records taken from Kafka and not yet durably produced. Gauge.
 pub const IN_FLIGHT: &str = "enricher_in_flight";
-/// Deliveries that failed after librdkafka's own retries and were sent again. Counter.
+/// Deliveries that failed after librdkafka's own retries (sent again after
+/// a backoff), by `error` (librdkafka's code name). Counter.
 pub const PRODUCE_ERRORS: &str = "enricher_produce_errors_total";
+/// Errors the consumer reported, by `error` (librdkafka's code name). Counter.
+pub const CONSUMER_ERRORS: &str = "enricher_consumer_errors_total";
 /// Field values that were not an address (hostnames in DNS answers, `-`). Counter.
 pub const NOT_AN_ADDRESS: &str = "enricher_not_an_address_total";
 /// Cache lookups by `tier` (`l1`, `l2`) and `result` (`hit`, `miss`). Counter.
