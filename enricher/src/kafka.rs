@@ -100,6 +100,9 @@ pub struct RunReport {
     pub retried: u64,
     /// Offsets committed (partition commits that succeeded).
     pub commits: u64,
+    /// Records taken and not delivered when the shutdown grace ran out: not
+    /// committed, so the partition's next owner reads them again.
+    pub undelivered: u64,
 }
 
 /// The opaque of a produced record: assignment slot in the high 20 bits,
@@ -1300,6 +1303,7 @@ impl Loop {
             .flush(remaining.max(Duration::from_millis(100)));
         let mut state = shared.state();
         shared.settle(&mut state);
+        state.report.undelivered = state.acker.total_in_flight() as u64;
         let due = state.acker.commits_due(Instant::now(), true);
         if !due.is_empty() {
             let mut tpl = TopicPartitionList::new();

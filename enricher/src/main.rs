@@ -20,6 +20,15 @@ const EX_USAGE: u8 = 64;
 const EX_NOINPUT: u8 = 66;
 /// Exit code when a port cannot be bound (BSD `EX_UNAVAILABLE`).
 const EX_UNAVAILABLE: u8 = 69;
+/// Exit code when the worker stopped with records taken but not delivered
+/// (BSD `EX_TEMPFAIL`): the grace ran out, or a second signal came. Their
+/// offsets were not committed, so the partition's next owner reads them
+/// again.
+const EX_TEMPFAIL: u8 = 75;
+/// After `worker.shutdown_grace_ms`, the drain's last steps (flush, final
+/// commit, leaving the group) get this long before the process exits
+/// anyway: inside the chart's termination grace, which is 5 s longer.
+const FINAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -234,7 +243,8 @@ fn run_worker(args: RunArgs) -> ExitCode {
         return ExitCode::from(EX_UNAVAILABLE);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    runtime.spawn(wait_for_signal(Arc::clone(&stop)));
+    let grace = std::time::Duration::from_millis(config.worker.shutdown_grace_ms);
+    runtime.spawn(wait_for_signal(Arc::clone(&stop), grace + FINAL_WINDOW));
     let handle = runtime.handle().clone();
     let enricher = Arc::clone(&core.enricher);
     let worker = std::thread::Builder::new()
@@ -248,6 +258,13 @@ fn run_worker(args: RunArgs) -> ExitCode {
         }
     };
     match result {
+        Ok(Ok(report)) if report.undelivered > 0 => {
+            tracing::warn!(
+                ?report,
+                "Worker exited with records undelivered; the next owner reads them again"
+            );
+            ExitCode::from(EX_TEMPFAIL)
+        }
         Ok(Ok(report)) => {
             tracing::info!(?report, "Worker exited");
             ExitCode::SUCCESS
@@ -264,8 +281,11 @@ fn run_worker(args: RunArgs) -> ExitCode {
     }
 }
 
-/// SIGTERM and SIGINT lead to the same drain.
-async fn wait_for_signal(stop: Arc<AtomicBool>) {
+/// SIGTERM and SIGINT lead to the same drain. A second signal during the
+/// drain exits at once, and so does a drain still running `deadline` after
+/// the first: both with [`EX_TEMPFAIL`], committing nothing more (whatever
+/// was not committed is read again by the next owner).
+async fn wait_for_signal(stop: Arc<AtomicBool>, deadline: std::time::Duration) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -279,6 +299,15 @@ async fn wait_for_signal(stop: Arc<AtomicBool>) {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::select! {
+        _ = term.recv() => tracing::warn!("Second signal; exiting at once, committing nothing more"),
+        _ = int.recv() => tracing::warn!("Second signal; exiting at once, committing nothing more"),
+        () = tokio::time::sleep(deadline) => tracing::error!(
+            deadline_ms = deadline.as_millis() as u64,
+            "Shutdown still running past its grace; exiting, committing nothing more"
+        ),
+    }
+    std::process::exit(i32::from(EX_TEMPFAIL));
 }
 
 fn usage_error(e: &ConfigError) -> ExitCode {

@@ -824,3 +824,60 @@ fn a_killed_worker_process_is_replaced_and_only_uncommitted_records_repeat() {
         out_at_kill - committed_at_kill
     );
 }
+
+/// A worker process mid-stream whose brokers then go away: records taken,
+/// their deliveries stuck. Returns the process and when the brokers went.
+fn stuck_worker(kafka: &MockKafka, topic: &str, partitions: i32) -> (Proc, Dbs) {
+    topics(kafka, topic, partitions);
+    kafka
+        .produce(topic, partitions, records(0, 30_000))
+        .unwrap();
+    // Answers take half a second, so deliveries are surely in flight when
+    // the brokers go down.
+    kafka
+        .cluster()
+        .broker_round_trip_time(-1, Duration::from_millis(500))
+        .unwrap();
+    let dbs = write_dbs();
+    let config = write_run_config(&dbs);
+    let w = Proc::spawn("stuck", kafka, topic, &config);
+    wait_for_output(kafka, topic, partitions);
+    kafka.cluster().broker_down(-1).unwrap();
+    (w, dbs)
+}
+
+#[test]
+fn sigterm_with_the_brokers_gone_exits_within_the_grace_saying_records_were_left() {
+    let kafka = MockKafka::start(1).unwrap();
+    let (mut w, _dbs) = stuck_worker(&kafka, "faults_grace", 2);
+    let since = Instant::now();
+    w.terminate();
+    // shutdown_grace_ms is 5 s in the test config; the drain's last steps
+    // get 3 s more.
+    let status = w.wait(Duration::from_secs(12));
+    let took = since.elapsed();
+    println!("grace: exited with {status} after {took:.1?}");
+    assert_eq!(
+        status.code(),
+        Some(75),
+        "EX_TEMPFAIL: records left undelivered"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn a_second_signal_during_the_drain_exits_at_once() {
+    let kafka = MockKafka::start(1).unwrap();
+    let (mut w, _dbs) = stuck_worker(&kafka, "faults_second_signal", 2);
+    w.terminate();
+    std::thread::sleep(Duration::from_millis(300));
+    let since = Instant::now();
+    w.terminate();
+    let status = w.wait(Duration::from_secs(5));
+    println!(
+        "second signal: exited with {status} after {:.1?}",
+        since.elapsed()
+    );
+    assert_eq!(status.code(), Some(75));
+    assert!(since.elapsed() < Duration::from_secs(2));
+}
