@@ -565,21 +565,24 @@ impl Proc {
 
     /// CPU seconds the process has used (user and system), from /proc.
     pub(super) fn cpu_secs(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // After the command name in parentheses: utime and stime are the
-        // 12th and 13th fields, in clock ticks (100 a second on Linux).
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
+        cpu_of(&format!("/proc/{}/stat", self.child.id()))
+    }
+
+    /// CPU seconds used by the process's threads whose name starts with
+    /// `prefix` (librdkafka's broker threads are `rdk:broker<id>`).
+    pub(super) fn threads_cpu_secs(&self, prefix: &str) -> f64 {
+        let dir = format!("/proc/{}/task", self.child.id());
+        let Ok(tasks) = std::fs::read_dir(&dir) else {
+            return 0.0;
         };
-        (ticks(11) + ticks(12)) / 100.0
+        tasks
+            .filter_map(Result::ok)
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|name| name.starts_with(prefix))
+            })
+            .map(|t| cpu_of(&t.path().join("stat").display().to_string()))
+            .sum()
     }
 
     /// SIGTERM, without libc.
@@ -636,6 +639,24 @@ impl Drop for Proc {
             }
         }
     }
+}
+
+/// The CPU seconds (user and system) in a `/proc/.../stat` file: after the
+/// command name in parentheses, utime and stime are the 12th and 13th
+/// fields, in clock ticks (100 a second on Linux).
+fn cpu_of(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// A tiny HTTP/1.1 GET: the status code and the body.

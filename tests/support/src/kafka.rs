@@ -335,6 +335,9 @@ pub struct Tansu {
     bootstrap: String,
     dir: tempfile::TempDir,
     child: std::sync::Mutex<Option<std::process::Child>>,
+    /// One reading client per group (`""`: none), kept: a broker busy with
+    /// a worker's backlog answers a new client's first requests slowly.
+    readers: std::sync::Mutex<BTreeMap<String, std::sync::Arc<BaseConsumer>>>,
 }
 
 impl Tansu {
@@ -369,6 +372,7 @@ impl Tansu {
             bootstrap: format!("127.0.0.1:{port}"),
             dir,
             child: std::sync::Mutex::new(None),
+            readers: std::sync::Mutex::new(BTreeMap::new()),
         };
         broker.launch()?;
         Ok(broker)
@@ -449,6 +453,24 @@ impl Tansu {
         self.launch()
     }
 
+    fn reader(&self, group: &str) -> anyhow::Result<std::sync::Arc<BaseConsumer>> {
+        let mut readers = self
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(reader) = readers.get(group) {
+            return Ok(std::sync::Arc::clone(reader));
+        }
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        if !group.is_empty() {
+            config.set("group.id", group);
+        }
+        let reader = std::sync::Arc::new(config.create::<BaseConsumer>()?);
+        readers.insert(group.to_string(), std::sync::Arc::clone(&reader));
+        Ok(reader)
+    }
+
     fn lock_child(&self) -> std::sync::MutexGuard<'_, Option<std::process::Child>> {
         self.child
             .lock()
@@ -465,6 +487,51 @@ impl Drop for Tansu {
 impl Kafka for Tansu {
     fn bootstrap(&self) -> &str {
         &self.bootstrap
+    }
+
+    /// Batches of many records: tansu stores each batch as it came, and
+    /// reading back tens of thousands of 5 ms batches takes it minutes.
+    fn producer(&self) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "100")
+            .set("batch.num.messages", "10000")
+            .set("enable.idempotence", "true")
+            .create()
+            .context("creating a test producer")
+    }
+
+    fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+    ) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(topic, p);
+        }
+        let committed = self
+            .reader(group)?
+            .committed_offsets(tpl, Duration::from_secs(10))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn high_watermarks(&self, topic: &str, partitions: i32) -> anyhow::Result<BTreeMap<i32, i64>> {
+        let reader = self.reader("")?;
+        let mut out = BTreeMap::new();
+        for p in 0..partitions {
+            let (_, high) = reader.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            out.insert(p, high);
+        }
+        Ok(out)
     }
 
     /// Through the admin API (CreateTopics), which the mock does not have;
