@@ -41,3 +41,49 @@ pub const COMMITS: &str = "acker_commits_total";
 /// Acks ignored because their epoch is stale or their partition is no longer
 /// assigned. Counter.
 pub const ACKS_FENCED: &str = "acker_acks_fenced_total";
+
+/// Every series with its help text (the `# HELP` line), for
+/// [`describe`]; all are gauges but [`COMMITS`] and [`ACKS_FENCED`].
+pub const HELP: [(&str, &str); 9] = [
+    (
+        COMMITTED_OFFSET,
+        "Last committed offset (the next offset the group reads).",
+    ),
+    (
+        HIGH_WATERMARK,
+        "The partition's high watermark (the offset after its newest record).",
+    ),
+    (
+        CONSUMER_LAG,
+        "High watermark minus committed offset, never negative.",
+    ),
+    (
+        TIMESTAMP_DIFF,
+        "Seconds the enriched stream trails the raw one: 0 when committed up to the high watermark, else the age of the oldest record not yet committed.",
+    ),
+    (
+        COMMITTED_AGE,
+        "Seconds since the timestamp of the last committed record.",
+    ),
+    (
+        SOURCE_TIMESTAMP_DIFF,
+        "The newest consumed record's timestamp minus that of the last committed record, in seconds.",
+    ),
+    (IN_FLIGHT, "Records tracked and not yet acked."),
+    (COMMITS, "Offset commits reported back, by result."),
+    (
+        ACKS_FENCED,
+        "Acks ignored: their assignment is stale or their partition no longer assigned.",
+    ),
+];
+
+/// Registers the help text of every series with the installed recorder.
+pub fn describe() {
+    for (name, help) in HELP {
+        if name == COMMITS || name == ACKS_FENCED {
+            ::metrics::describe_counter!(name, help);
+        } else {
+            ::metrics::describe_gauge!(name, help);
+        }
+    }
+}

@@ -45,6 +45,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
     let recorder = recorder(GAUGE_IDLE)?;
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+    crate::metrics::describe();
     Ok(handle)
 }
 

@@ -139,6 +139,8 @@ struct DeliveryContext {
     failures: Mutex<Streak>,
     /// Whether a streak is going on, so that a success takes no lock.
     failing: AtomicBool,
+    /// librdkafka's global errors, said once per streak.
+    client_errors: Mutex<Streak>,
 }
 
 const DELIVERY_FAILURES: Messages = Messages {
@@ -176,7 +178,25 @@ fn error_label(error: &KafkaError) -> String {
         .map_or_else(|| "other".to_string(), |code| format!("{code:?}"))
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&self.client_errors, &error, reason);
+    }
+}
+
+const CLIENT_ERRORS: Messages = Messages {
+    started: "Kafka client errors",
+    ongoing: "Kafka client errors go on",
+    ended: "Kafka client errors stopped",
+};
+
+/// librdkafka's global errors (all brokers down, transport failures), said
+/// once per streak instead of once per reconnection attempt.
+fn log_client_error(streak: &Mutex<Streak>, error: &KafkaError, reason: &str) {
+    metrics::counter!(m::CLIENT_ERRORS, "error" => error_label(error)).increment(1);
+    let mut streak = streak.lock().unwrap_or_else(|p| p.into_inner());
+    streak.failed(Instant::now(), &format_args!("{error}: {reason}"), "client");
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
@@ -533,6 +553,8 @@ async fn send_async<'a>(producer: &Producer_, mut record: Record<'a>) -> Result<
 /// The consumer's context: rebalances, commit results, statistics.
 struct WorkerContext {
     shared: Arc<Mutex<Option<Arc<Shared>>>>,
+    /// librdkafka's global errors, said once per streak.
+    client_errors: Mutex<Streak>,
 }
 
 impl WorkerContext {
@@ -545,9 +567,19 @@ impl WorkerContext {
 }
 
 impl ClientContext for WorkerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&self.client_errors, &error, reason);
+    }
+
     fn stats(&self, stats: Statistics) {
-        let Some(shared) = self.shared() else { return };
         let up = stats.brokers.values().any(|b| b.state == "UP");
+        if up {
+            let mut streak = self.client_errors.lock().unwrap_or_else(|p| p.into_inner());
+            if streak.is_active() {
+                streak.succeeded(Instant::now());
+            }
+        }
+        let Some(shared) = self.shared() else { return };
         shared.health.broker_up.store(up, Ordering::Relaxed);
         let Some(topic) = stats.topics.get(&*shared.topic) else {
             return;
@@ -930,6 +962,7 @@ pub fn run(
             retries: retry_tx,
             failures: Mutex::new(Streak::new(DELIVERY_FAILURES)),
             failing: AtomicBool::new(false),
+            client_errors: Mutex::new(Streak::new(CLIENT_ERRORS)),
         },
     )?;
     let slot = Arc::new(Mutex::new(None));
@@ -937,6 +970,7 @@ pub fn run(
         config,
         WorkerContext {
             shared: Arc::clone(&slot),
+            client_errors: Mutex::new(Streak::new(CLIENT_ERRORS)),
         },
     )?;
     let acker_config = AckerConfig {

@@ -26,6 +26,7 @@ pub mod geoip;
 pub mod http;
 pub mod ip;
 pub mod kafka;
+pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod pipe;

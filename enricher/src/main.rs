@@ -39,6 +39,13 @@ const FINAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log filter: `info`, `debug`, `enricher=debug,librdkafka=warn`
+    /// (default: `ENRICHER_LOG`, else `info`).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// `text` or `json` (default: `ENRICHER_LOG_FORMAT`, else `text`).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,7 +124,7 @@ struct PipeArgs {
     /// Records in flight at once (pipe.concurrency).
     #[arg(long)]
     concurrency: Option<usize>,
-    /// Input files, plain or gzip; none reads standard input.
+    /// Input files, plain or gzip; `-` or none reads standard input.
     files: Vec<PathBuf>,
 }
 
@@ -168,7 +175,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging();
+    if let Err(e) =
+        enricher::logging::init(cli.log_level.as_deref(), cli.log_format.as_deref(), "info")
+    {
+        eprintln!("enricher: {e}");
+        return ExitCode::from(EX_USAGE);
+    }
     match cli.command {
         Command::CheckConfig { file } => {
             match Config::load(Some(&file), std::env::vars()).and_then(|c| c.validate().map(|()| c))
@@ -315,19 +327,6 @@ fn usage_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(EX_USAGE)
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("ENRICHER_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("ENRICHER_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn run_pipe(args: PipeArgs) -> ExitCode {
     let mut config = match args.enrich.load() {
         Ok(c) => c,
@@ -374,6 +373,8 @@ fn run_pipe(args: PipeArgs) -> ExitCode {
                 let _ = pipe::write_summary(&mut std::io::stderr(), &summary);
                 ExitCode::SUCCESS
             }
+            // `enricher pipe ... | head`: the reader has what it wanted.
+            Err(e) if e.is_closed_output() => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("enricher: {e}");
                 let _ =

@@ -18,6 +18,9 @@ pub const IN_FLIGHT: &str = "enricher_in_flight";
 pub const PRODUCE_ERRORS: &str = "enricher_produce_errors_total";
 /// Errors the consumer reported, by `error` (librdkafka's code name). Counter.
 pub const CONSUMER_ERRORS: &str = "enricher_consumer_errors_total";
+/// librdkafka's global client errors (all brokers down, transport
+/// failures), by `error`. Counter.
+pub const CLIENT_ERRORS: &str = "enricher_kafka_client_errors_total";
 /// Field values that were not an address (hostnames in DNS answers, `-`). Counter.
 pub const NOT_AN_ADDRESS: &str = "enricher_not_an_address_total";
 /// Cache lookups by `tier` (`l1`, `l2`) and `result` (`hit`, `miss`). Counter.
@@ -48,6 +51,138 @@ pub const GEOIP_BUILD: &str = "enricher_geoip_build_timestamp_seconds";
 /// Age of the GeoIP database in use (now minus its build time), by `db`, in seconds. Gauge.
 pub const GEOIP_AGE: &str = "enricher_geoip_age_seconds";
 
+/// Build information, always 1, by `version` and `revision` (the git
+/// revision the image was built from, `ENRICHER_REVISION` at build time).
+/// Gauge.
+pub const BUILD_INFO: &str = "enricher_build_info";
+
+/// What kind of series a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution in buckets.
+    Histogram,
+}
+
+/// Every series of the worker with its kind and help text (the `# HELP`
+/// line); the acker's are in [`acker::metrics::HELP`].
+pub const HELP: [(&str, Kind, &str); 20] = [
+    (
+        RECORDS,
+        Kind::Counter,
+        "Records by outcome: in, enriched, rejected, deadline, dead_lettered (with a reason).",
+    ),
+    (
+        IN_FLIGHT,
+        Kind::Gauge,
+        "Records taken from Kafka and not yet durably produced.",
+    ),
+    (
+        PRODUCE_ERRORS,
+        Kind::Counter,
+        "Deliveries that failed after librdkafka's retries and were sent again after a backoff, by error.",
+    ),
+    (
+        CONSUMER_ERRORS,
+        Kind::Counter,
+        "Errors the consumer reported, by error.",
+    ),
+    (
+        CLIENT_ERRORS,
+        Kind::Counter,
+        "librdkafka's global client errors (all brokers down, transport failures), by error.",
+    ),
+    (
+        NOT_AN_ADDRESS,
+        Kind::Counter,
+        "Field values that were not an address.",
+    ),
+    (
+        CACHE,
+        Kind::Counter,
+        "Cache lookups by tier (l1, l2) and result.",
+    ),
+    (L1_ENTRIES, Kind::Gauge, "Entries in the in-process cache."),
+    (L1_BYTES, Kind::Gauge, "Bytes held by the in-process cache."),
+    (
+        DNS_QUERIES,
+        Kind::Counter,
+        "Upstream PTR queries by upstream and outcome.",
+    ),
+    (
+        DNS_OVER_BUDGET,
+        Kind::Counter,
+        "PTR lookups not sent because the upstream's budget was spent.",
+    ),
+    (
+        DNS_BUDGET_QPS,
+        Kind::Gauge,
+        "The configured queries-per-second budget of each upstream.",
+    ),
+    (
+        DNS_IN_FLIGHT,
+        Kind::Gauge,
+        "PTR queries in flight per upstream.",
+    ),
+    (
+        LOOKUP_SECONDS,
+        Kind::Histogram,
+        "Latency of one upstream lookup by kind (dns, redis, geoip), in seconds.",
+    ),
+    (
+        REDIS_CIRCUIT,
+        Kind::Gauge,
+        "Redis circuit state: 0 closed, 1 open, 2 half-open.",
+    ),
+    (
+        REDIS_OPS,
+        Kind::Counter,
+        "Redis operations by op and result.",
+    ),
+    (
+        GEOIP_RELOADS,
+        Kind::Counter,
+        "GeoIP database reloads by db and result.",
+    ),
+    (
+        GEOIP_BUILD,
+        Kind::Gauge,
+        "Build time of the GeoIP database in use, as a Unix timestamp.",
+    ),
+    (
+        GEOIP_AGE,
+        Kind::Gauge,
+        "Age of the GeoIP database in use, in seconds.",
+    ),
+    (
+        BUILD_INFO,
+        Kind::Gauge,
+        "Build information, always 1, by version and revision.",
+    ),
+];
+
+/// The revision of this build (`ENRICHER_REVISION` when it was compiled).
+const REVISION: &str = match option_env!("ENRICHER_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
+
+/// Registers the help text of every series, the worker's and the acker's,
+/// with the installed recorder. Call once after installing it.
+pub fn describe() {
+    for (name, kind, help) in HELP {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+    acker::metrics::describe();
+}
+
 /// Copies the core's counters into the exporter (absolute values: the
 /// counters only grow). Called on an interval, not per record.
 pub fn publish(enricher: &crate::enrich::Enricher) {
@@ -71,7 +206,29 @@ pub fn publish(enricher: &crate::enrich::Enricher) {
         metrics::counter!(CACHE, "tier" => tier, "result" => result).absolute(v);
     }
     enricher.publish_gauges();
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => REVISION)
+        .set(1.0);
     let (entries, bytes) = enricher.l1_size();
     metrics::gauge!(L1_ENTRIES).set(entries as f64);
     metrics::gauge!(L1_BYTES).set(bytes as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_names_every_series() {
+        let readme = include_str!("../../README.md");
+        let names = HELP
+            .iter()
+            .map(|(name, _, _)| *name)
+            .chain(acker::metrics::HELP.iter().map(|(name, _)| *name));
+        for name in names {
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "{name} is not in the README"
+            );
+        }
+    }
 }

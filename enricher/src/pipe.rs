@@ -25,10 +25,18 @@ use crate::record::tsv::{TsvLine, TsvReader};
 use crate::record::{RecordError, json};
 use crate::stats::Snapshot;
 
+impl InputError {
+    /// Whether standard output was closed by its reader (`enricher pipe |
+    /// head`): the end of the run, not an error.
+    pub fn is_closed_output(&self) -> bool {
+        &*self.source_name == "stdout" && self.error.kind() == io::ErrorKind::BrokenPipe
+    }
+}
+
 /// Settings for [`run`].
 #[derive(Debug, Clone, Default)]
 pub struct PipeOptions {
-    /// Input files; empty reads standard input.
+    /// Input files; `-` or none reads standard input.
     pub inputs: Vec<PathBuf>,
     /// Records in flight at once.
     pub concurrency: usize,
@@ -58,8 +66,9 @@ const CHUNK_LINES: usize = 1_024;
 
 fn open(path: Option<&PathBuf>) -> io::Result<Box<dyn BufRead + Send>> {
     let raw: Box<dyn Read + Send> = match path {
-        Some(p) => Box::new(File::open(p)?),
-        None => Box::new(io::stdin()),
+        Some(p) if p.as_os_str() != "-" => Box::new(File::open(p)?),
+        // `-` is standard input, as for cat, jq and Vector's stdin source.
+        _ => Box::new(io::stdin()),
     };
     let mut reader = BufReader::with_capacity(256 * 1024, raw);
     let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);

@@ -292,13 +292,15 @@ fn parse_property(text: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    // The worker's variables (ENRICHER_LOG, ENRICHER_LOG_FORMAT); RUST_LOG
+    // still works as before.
+    let level = std::env::var("ENRICHER_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok();
+    if let Err(e) = enricher::logging::init(level.as_deref(), None, "warn") {
+        eprintln!("loadtest: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo_cmd(args),

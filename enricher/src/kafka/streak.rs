@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 /// At most one summary line per streak in this interval.
 pub(crate) const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+/// A failure this long after the last one starts a new streak: for kinds of
+/// failure that have no success to end them (librdkafka's client errors).
+pub(crate) const QUIET_ENDS: Duration = Duration::from_secs(30);
 
 /// The messages of one kind of failure.
 pub(crate) struct Messages {
@@ -31,6 +34,7 @@ struct Active {
     total: u64,
     since_summary: u64,
     last_summary: Instant,
+    last_failure: Instant,
 }
 
 impl Streak {
@@ -49,6 +53,11 @@ impl Streak {
     /// One failure; `place` says where (`topic/partition`). Returns whether
     /// it logged.
     pub(crate) fn failed(&mut self, now: Instant, error: &dyn Display, place: &str) -> bool {
+        if let Some(a) = &self.active
+            && now.saturating_duration_since(a.last_failure) >= QUIET_ENDS
+        {
+            self.succeeded(a.last_failure);
+        }
         let Some(a) = &mut self.active else {
             tracing::warn!(%error, place, "{}", self.messages.started);
             self.active = Some(Active {
@@ -56,9 +65,11 @@ impl Streak {
                 total: 1,
                 since_summary: 0,
                 last_summary: now,
+                last_failure: now,
             });
             return true;
         };
+        a.last_failure = now;
         a.total += 1;
         a.since_summary += 1;
         if now.saturating_duration_since(a.last_summary) < SUMMARY_EVERY {
@@ -149,6 +160,9 @@ mod tests {
         assert!(s.succeeded(t0 + Duration::from_secs(21)));
         assert!(!s.succeeded(t0 + Duration::from_secs(22)));
         assert!(s.failed(t0 + Duration::from_secs(23), &"boom", "t/0"));
+        // Quiet for longer than QUIET_ENDS: the next failure starts anew.
+        assert!(!s.failed(t0 + Duration::from_secs(24), &"boom", "t/0"));
+        assert!(s.failed(t0 + Duration::from_secs(60), &"boom", "t/0"));
     }
 
     #[test]

@@ -523,7 +523,8 @@ impl Proc {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
-            let fields = &v["fields"];
+            // JSON logs carry the message and fields at the top level.
+            let fields = &v;
             match fields["message"].as_str() {
                 Some("Partitions assigned") => {
                     let list = fields["partitions"].as_str().unwrap_or("[]");
@@ -549,7 +550,7 @@ impl Proc {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .any(|v| v["fields"]["message"].as_str() == Some(message))
+            .any(|v| v["message"].as_str() == Some(message))
     }
 
     /// Lines of its log at `level` (`WARN`, `ERROR`).

@@ -280,3 +280,38 @@ fn check_config_prints_the_effective_config_with_secrets_masked() {
         "{text}"
     );
 }
+
+#[test]
+fn a_dash_reads_standard_input_and_a_closed_output_ends_quietly() {
+    let dbs = write_dbs();
+    let city = path_of(&dbs.city);
+    let input = format!("{}\n", conn("10.0.0.1", "81.2.69.142"));
+    let out = run(
+        &["pipe", "--geoip-city", &city, "--no-dns", "-"],
+        input.as_bytes(),
+    );
+    assert!(out.status.success());
+    assert_eq!(lines(&out).len(), 1);
+    // `enricher pipe big.log | head -1`: the reader goes after one line.
+    let big = dbs.dir.path().join("big.json");
+    let record = conn("10.0.0.1", "81.2.69.142");
+    std::fs::write(&big, format!("{record}\n").repeat(200_000)).unwrap();
+    let mut child = enricher()
+        .args(["pipe", "--geoip-city", &city, "--no-dns", &path_of(&big)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("rror") && !stderr.contains("WARN"),
+        "{stderr}"
+    );
+}

@@ -279,3 +279,65 @@ fn tansu_stopped_gracefully_mid_run_and_restarted_loses_nothing_and_logs_a_few_l
 fn tansu_killed_mid_run_and_restarted_loses_nothing_and_logs_a_few_lines() {
     broker_away_mid_run("tansu SIGKILL", "tansu_kill", Tansu::kill);
 }
+
+#[test]
+fn tansu_not_there_when_the_worker_starts_then_up_loses_nothing() {
+    let kafka = tansu();
+    let (topic, partitions) = ("tansu_late", 2);
+    topics(&kafka, topic, partitions);
+    let n = 5_000;
+    produce_unkeyed(&kafka, topic, partitions, n);
+    kafka.kill();
+    let dbs = write_dbs();
+    let config = write_run_config_session(&dbs, "", 30_000);
+    let w = Proc::spawn("late", &kafka, topic, &config);
+    std::thread::sleep(Duration::from_secs(5));
+    let cpu_refused = w.cpu_secs();
+    kafka.restart().unwrap();
+    let back = Instant::now();
+    wait_output(&kafka, topic, partitions, n);
+    wait_committed_to_end(&kafka, &format!("g-{topic}"), topic, partitions);
+    let warnings = w.lines_at("WARN") + w.lines_at("ERROR");
+    println!(
+        "tansu late: {n} records, {cpu_refused:.2} s CPU in 5 s refused, {warnings} warning lines, \
+         all out {:.1?} after the broker came up",
+        back.elapsed()
+    );
+    w.stop();
+    every_id_out(&kafka, topic, partitions, n, "tansu late");
+    assert!(warnings < 100, "{warnings} warning lines");
+    assert!(cpu_refused < 2.5, "{cpu_refused:.2} s of CPU while refused");
+}
+
+#[test]
+fn tansu_stopping_during_the_workers_drain_ends_it_within_its_grace_and_loses_nothing() {
+    let kafka = tansu();
+    let (topic, partitions) = ("tansu_drain", 4);
+    topics(&kafka, topic, partitions);
+    let n = 30_000;
+    produce_unkeyed(&kafka, topic, partitions, n);
+    let dbs = write_dbs();
+    let config = write_run_config_session(&dbs, "", 30_000);
+    let mut w = Proc::spawn("draining", &kafka, topic, &config);
+    wait_output(&kafka, topic, partitions, 1);
+    let since = Instant::now();
+    w.terminate();
+    std::thread::sleep(Duration::from_secs(1));
+    kafka.stop();
+    // shutdown_grace_ms is 5 s in the test config, plus 3 s for the last steps.
+    let status = w.wait(Duration::from_secs(15));
+    let took = since.elapsed();
+    let warnings = w.lines_at("WARN") + w.lines_at("ERROR");
+    println!("tansu drain: exited with {status} after {took:.1?}, {warnings} warning lines");
+    assert!(took < Duration::from_secs(11), "{took:?}");
+    assert!(warnings < 100, "{warnings} warning lines");
+    assert!(matches!(status.code(), Some(0 | 75)), "{status}");
+    // What it left is read again by the next worker.
+    kafka.restart().unwrap();
+    let next = Proc::spawn("next", &kafka, topic, &config);
+    wait_output(&kafka, topic, partitions, n);
+    wait_committed_to_end(&kafka, &format!("g-{topic}"), topic, partitions);
+    next.stop();
+    let dups = every_id_out(&kafka, topic, partitions, n, "tansu drain").len();
+    println!("tansu drain: {dups} duplicates");
+}

@@ -13,6 +13,7 @@ async fn gauges_set_once_stay_exported_past_the_idle_timeout() {
     let recorder = enricher::http::recorder(idle).unwrap();
     let handle = recorder.handle();
     let _local = metrics::set_default_local_recorder(&recorder);
+    enricher::metrics::describe();
     let core = build(&c);
     // The worker's loop publishes on its tick; run it for several idle periods.
     for _ in 0..12 {
@@ -27,6 +28,8 @@ async fn gauges_set_once_stay_exported_past_the_idle_timeout() {
         &format!("enricher_geoip_build_timestamp_seconds{{db=\"asn\"}} {BUILD_EPOCH}"),
         "enricher_geoip_age_seconds{db=\"asn\"}",
         "enricher_l1_entries",
+        "# HELP enricher_dns_budget_qps The configured queries-per-second budget",
+        "enricher_build_info{version=\"",
     ] {
         assert!(shown.contains(series), "{series} missing from:\n{shown}");
     }

@@ -240,6 +240,17 @@ pub trait Kafka {
         Ok(out)
     }
 
+    /// A client to read offsets with, in `group` (`""`: none). Made afresh
+    /// by default; a broker may keep them.
+    fn reader(&self, group: &str) -> anyhow::Result<std::sync::Arc<BaseConsumer>> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap());
+        if !group.is_empty() {
+            config.set("group.id", group);
+        }
+        Ok(std::sync::Arc::new(config.create()?))
+    }
+
     /// The offsets `group` committed on `topic`, by partition (absent: none).
     fn committed(
         &self,
@@ -247,15 +258,13 @@ pub trait Kafka {
         topic: &str,
         partitions: i32,
     ) -> anyhow::Result<BTreeMap<i32, i64>> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("group.id", group)
-            .create()?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             tpl.add_partition(topic, p);
         }
-        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let committed = self
+            .reader(group)?
+            .committed_offsets(tpl, Duration::from_secs(10))?;
         Ok(committed
             .elements()
             .iter()
@@ -268,12 +277,10 @@ pub trait Kafka {
 
     /// The high watermark of each partition.
     fn high_watermarks(&self, topic: &str, partitions: i32) -> anyhow::Result<BTreeMap<i32, i64>> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .create()?;
+        let reader = self.reader("")?;
         let mut out = BTreeMap::new();
         for p in 0..partitions {
-            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            let (_, high) = reader.fetch_watermarks(topic, p, Duration::from_secs(10))?;
             out.insert(p, high);
         }
         Ok(out)
@@ -453,24 +460,6 @@ impl Tansu {
         self.launch()
     }
 
-    fn reader(&self, group: &str) -> anyhow::Result<std::sync::Arc<BaseConsumer>> {
-        let mut readers = self
-            .readers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(reader) = readers.get(group) {
-            return Ok(std::sync::Arc::clone(reader));
-        }
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &self.bootstrap);
-        if !group.is_empty() {
-            config.set("group.id", group);
-        }
-        let reader = std::sync::Arc::new(config.create::<BaseConsumer>()?);
-        readers.insert(group.to_string(), std::sync::Arc::clone(&reader));
-        Ok(reader)
-    }
-
     fn lock_child(&self) -> std::sync::MutexGuard<'_, Option<std::process::Child>> {
         self.child
             .lock()
@@ -489,6 +478,26 @@ impl Kafka for Tansu {
         &self.bootstrap
     }
 
+    /// Kept, one per group: a broker busy with a worker's backlog answers a
+    /// new client's first requests slowly.
+    fn reader(&self, group: &str) -> anyhow::Result<std::sync::Arc<BaseConsumer>> {
+        let mut readers = self
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(reader) = readers.get(group) {
+            return Ok(std::sync::Arc::clone(reader));
+        }
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap);
+        if !group.is_empty() {
+            config.set("group.id", group);
+        }
+        let reader = std::sync::Arc::new(config.create::<BaseConsumer>()?);
+        readers.insert(group.to_string(), std::sync::Arc::clone(&reader));
+        Ok(reader)
+    }
+
     /// Batches of many records: tansu stores each batch as it came, and
     /// reading back tens of thousands of 5 ms batches takes it minutes.
     fn producer(&self) -> anyhow::Result<ThreadedProducer<DefaultProducerContext>> {
@@ -499,39 +508,6 @@ impl Kafka for Tansu {
             .set("enable.idempotence", "true")
             .create()
             .context("creating a test producer")
-    }
-
-    fn committed(
-        &self,
-        group: &str,
-        topic: &str,
-        partitions: i32,
-    ) -> anyhow::Result<BTreeMap<i32, i64>> {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(topic, p);
-        }
-        let committed = self
-            .reader(group)?
-            .committed_offsets(tpl, Duration::from_secs(10))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect())
-    }
-
-    fn high_watermarks(&self, topic: &str, partitions: i32) -> anyhow::Result<BTreeMap<i32, i64>> {
-        let reader = self.reader("")?;
-        let mut out = BTreeMap::new();
-        for p in 0..partitions {
-            let (_, high) = reader.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-            out.insert(p, high);
-        }
-        Ok(out)
     }
 
     /// Through the admin API (CreateTopics), which the mock does not have;
