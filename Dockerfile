@@ -1,12 +1,16 @@
 # syntax=docker/dockerfile:1
-# Image of the enrichment worker: `enricher run --config /etc/enricher/enricher.toml`.
-# It also carries `loadtest` for in-cluster load tests:
-#   kubectl run lt --rm -it --image enricher:dev --command -- \
-#     loadtest replay /logs --brokers kafka:9092 --group enricher-bro_conn
+# Image of the enrichment worker. The entrypoint is `enricher` and the default
+# arguments `run --config /etc/enricher/enricher.toml`, so any subcommand works:
 #
-#   docker build -t enricher:dev .
+#   docker build -t enricher:dev --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
 #   docker run --rm -v "$PWD/enricher.toml:/etc/enricher/enricher.toml:ro" -p 9102:9102 enricher:dev
-#   docker run --rm enricher:dev /etc/enricher/other.toml --brokers kafka:9092
+#   docker run --rm enricher:dev --help
+#   docker run --rm -v "$PWD/c.toml:/c.toml:ro" enricher:dev check-config /c.toml
+#
+# The load test has its own target, not in the production image:
+#   docker build -t enricher-loadtest:dev --target loadtest .
+#   kubectl run lt --rm -it --image enricher-loadtest:dev -- \
+#     replay /logs --brokers kafka:9092 --group enricher-bro_conn
 #
 # Stage 1 builds the dependencies once against dummy sources (cached as long as
 # Cargo.toml/Cargo.lock and the crate manifests do not change), then the real
@@ -15,6 +19,9 @@
 
 ARG RUST_VERSION=1
 ARG DEBIAN_RELEASE=bookworm
+# Recorded in enricher_build_info and in the image's OCI labels.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
@@ -49,12 +56,13 @@ COPY acker acker
 COPY enricher enricher
 COPY tests/support tests/support
 COPY loadtest loadtest
-RUN cargo build --release --locked -p enricher -p loadtest --bins \
+ARG REVISION
+RUN ENRICHER_REVISION="${REVISION}" cargo build --release --locked -p enricher -p loadtest --bins \
  && install -D -m 0755 target/release/enricher /out/enricher \
  && install -D -m 0755 target/release/loadtest /out/loadtest
 
-# --- runtime ------------------------------------------------------------------
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+# --- base of both images: the TLS runtime and a non-root user ---------------
+FROM debian:${DEBIAN_RELEASE}-slim AS base
 
 # Only the TLS runtime and CA bundle. Versions are left to the bookworm
 # security archive on purpose so that a rebuild picks up OpenSSL fixes.
@@ -70,14 +78,29 @@ RUN groupadd --system --gid 10001 enricher \
  && mkdir -p /etc/enricher /geoip \
  && chown 10001:10001 /geoip
 
-COPY --from=builder /out/enricher /usr/local/bin/enricher
-COPY --from=builder /out/loadtest /usr/local/bin/loadtest
+ARG VERSION
+ARG REVISION
+LABEL org.opencontainers.image.source="https://example.invalid/enrichment-fleet" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 
 USER 10001:10001
 ENV ENRICHER_LOG=info \
     ENRICHER_LOG_FORMAT=json
+
+# --- the load test: `docker build --target loadtest` --------------------------
+FROM base AS loadtest
+LABEL org.opencontainers.image.title="enricher-loadtest"
+COPY --from=builder /out/enricher /usr/local/bin/enricher
+COPY --from=builder /out/loadtest /usr/local/bin/loadtest
+ENTRYPOINT ["/usr/local/bin/loadtest"]
+CMD ["--help"]
+
+# --- the worker (the default target) -------------------------------------------
+FROM base AS runtime
+LABEL org.opencontainers.image.title="enricher"
+COPY --from=builder /out/enricher /usr/local/bin/enricher
 EXPOSE 9102
-# The config path is the argument: `docker run IMAGE /other/path.toml [flags]`.
-# For `check-config` or `pipe`, override the entrypoint.
-ENTRYPOINT ["/usr/local/bin/enricher", "run", "--config"]
-CMD ["/etc/enricher/enricher.toml"]
+ENTRYPOINT ["/usr/local/bin/enricher"]
+CMD ["run", "--config", "/etc/enricher/enricher.toml"]
