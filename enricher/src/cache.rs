@@ -162,7 +162,7 @@ pub fn client(opts: &RedisOptions) -> Result<redis::Client, ClientError> {
     })
 }
 
-/// The circuit breaker's state, exported as a gauge (0, 1, 2).
+/// The circuit breaker's state, exported as a `state` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum CircuitState {
@@ -172,6 +172,32 @@ pub enum CircuitState {
     Open = 1,
     /// One batch is trying Redis again.
     HalfOpen = 2,
+}
+
+impl CircuitState {
+    /// Every state, in the order of their values.
+    pub const ALL: [Self; 3] = [Self::Closed, Self::Open, Self::HalfOpen];
+
+    /// The `state` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// One series per state, 1 for the current one and 0 for the others, so a
+/// query or an alert reads `{state="open"} == 1`.
+fn publish_circuit(current: CircuitState) {
+    for state in CircuitState::ALL {
+        metrics::gauge!(m::REDIS_CIRCUIT, "state" => state.label()).set(if state == current {
+            1.0
+        } else {
+            0.0
+        });
+    }
 }
 
 /// What a read from Redis gave.
@@ -242,7 +268,7 @@ impl RedisCache {
     /// Sets the circuit-state gauge. Called on the exporter's interval, so
     /// a state that does not change stays exported.
     pub fn publish_gauges(&self) {
-        metrics::gauge!(m::REDIS_CIRCUIT).set(f64::from(self.state() as u8));
+        publish_circuit(self.state());
     }
 
     /// The circuit's current state.
@@ -345,7 +371,7 @@ impl Batcher {
 
     fn publish(&self, state: CircuitState) {
         self.state.store(state as u8, Ordering::Relaxed);
-        metrics::gauge!(m::REDIS_CIRCUIT).set(f64::from(state as u8));
+        publish_circuit(state);
     }
 
     async fn connection(&mut self) -> Option<ConnectionManager> {

@@ -40,6 +40,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use crate::config::{Config, ConfigError};
 use crate::enrich::{Enricher, Scratch};
 use crate::metrics as m;
+use crate::stats::Counter;
 
 mod stage;
 mod streak;
@@ -141,6 +142,49 @@ struct DeliveryContext {
     failing: AtomicBool,
     /// librdkafka's global errors, said once per streak.
     client_errors: Mutex<Streak>,
+    /// Records by final outcome, counted when the broker has them.
+    outcomes: Arc<Outcomes>,
+    dlq_topic: String,
+    passthrough: bool,
+}
+
+/// Records by the outcome they were delivered with. Counted in the
+/// delivery report, once per record acknowledged by the broker, so that a
+/// resent record counts once and an output refused as too large counts as
+/// the dead letter it became, not also as enriched. Dead letters count by
+/// reason straight into the exporter (they are rare).
+#[derive(Debug, Default)]
+pub(crate) struct Outcomes {
+    enriched: Counter,
+    passed: Counter,
+}
+
+impl Outcomes {
+    /// Copies the counts into the exporter (on the loop's tick).
+    fn publish(&self) {
+        metrics::counter!(m::RECORDS, "outcome" => "enriched").absolute(self.enriched.get());
+        metrics::counter!(m::RECORDS, "outcome" => "passed").absolute(self.passed.get());
+    }
+}
+
+impl DeliveryContext {
+    fn count(&self, msg: &BorrowedMessage<'_>) {
+        if msg.topic() == self.dlq_topic {
+            let reason = msg
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "enricher.reason"))
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or("unknown")
+                .to_string();
+            metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => reason)
+                .increment(1);
+        } else if self.passthrough || msg.payload().is_none() {
+            self.outcomes.passed.inc();
+        } else {
+            self.outcomes.enriched.inc();
+        }
+    }
 }
 
 const DELIVERY_FAILURES: Messages = Messages {
@@ -203,7 +247,8 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         match result {
-            Ok(_) => {
+            Ok(msg) => {
+                self.count(msg);
                 let _ = self.acks.send(opaque);
                 if self.failing.load(Ordering::Relaxed) {
                     let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
@@ -457,8 +502,6 @@ impl Shared {
             return;
         };
         let partition = a.tp.partition;
-        metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => "too_large")
-            .increment(1);
         let message = format!("enriched record of {size} bytes refused as too large");
         let headers = dead_letter_headers(
             "too_large",
@@ -501,6 +544,7 @@ impl Shared {
     /// still moves on.
     fn give_up(&self, record: &Record<'_>) {
         metrics::counter!(m::PRODUCE_ERRORS, "error" => "too_large").increment(1);
+        metrics::counter!(m::RECORDS, "outcome" => "dropped").increment(1);
         let (_, offset) = unpack(record.delivery_opaque);
         tracing::error!(
             topic = record.topic,
@@ -955,6 +999,7 @@ pub fn run(
     let (ack_tx, ack_rx) = mpsc::channel();
     let (retry_tx, retry_rx) = mpsc::channel();
     let self_acks = ack_tx.clone();
+    let outcomes = Arc::new(Outcomes::default());
     let producer = producer(
         config,
         DeliveryContext {
@@ -963,6 +1008,9 @@ pub fn run(
             failures: Mutex::new(Streak::new(DELIVERY_FAILURES)),
             failing: AtomicBool::new(false),
             client_errors: Mutex::new(Streak::new(CLIENT_ERRORS)),
+            outcomes: Arc::clone(&outcomes),
+            dlq_topic: config.kafka.dlq_topic(),
+            passthrough: config.worker.passthrough,
         },
     )?;
     let slot = Arc::new(Mutex::new(None));
@@ -1058,6 +1106,7 @@ pub fn run(
         full_since: None,
         all_paused: false,
         consumer_errors: Streak::new(CONSUMER_ERRORS),
+        outcomes,
     };
     worker.run(&consumer, &stop, config)?;
     let report = shared.state().report;
@@ -1081,6 +1130,7 @@ struct Loop {
     all_paused: bool,
     /// Consumer errors, said once per streak.
     consumer_errors: Streak,
+    outcomes: Arc<Outcomes>,
 }
 
 impl Drop for Loop {
@@ -1158,6 +1208,7 @@ impl Loop {
             }
             if last_tick == now {
                 m::publish(&self.enricher);
+                self.outcomes.publish();
             }
         }
         self.shutdown(consumer, config);
@@ -1360,6 +1411,8 @@ impl Loop {
         }
         state.acker.publish(now_ms());
         drop(state);
+        m::publish(&self.enricher);
+        self.outcomes.publish();
         consumer.unsubscribe();
         tracing::info!("Stopped");
     }

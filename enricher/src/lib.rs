@@ -30,6 +30,7 @@ pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod pipe;
+pub mod process;
 pub mod record;
 pub mod stats;
 pub mod worker;

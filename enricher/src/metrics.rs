@@ -4,13 +4,24 @@
 //! The hot path counts into plain atomics ([`crate::stats::Stats`]); the
 //! exporter copies them into these names. Histograms and events that happen
 //! per miss, per reload or per commit go straight to the `metrics` facade.
+//!
+//! Three prefixes: `enricher_` for the worker's own series, `acker_` for the
+//! offset tracking (a crate of its own, usable without the worker), and
+//! `process_` for the process's, under the names every Prometheus client
+//! library uses, so existing dashboards read them.
 
-/// Records by outcome: `in` (read), `enriched` (written with their
-/// enrichment), `rejected` (unparseable: dead-lettered or sent to the
-/// reject stream), `deadline` (written without a PTR that was still being
-/// looked up). Counter. Dead-lettered records also count under
-/// `outcome="dead_lettered"` with a `reason` label.
+/// Records taken from the input. Counter.
+pub const RECORDS_RECEIVED: &str = "enricher_records_received_total";
+/// Records by final outcome, counted once each when the broker has
+/// acknowledged it: `enriched`, `passed` (copied unchanged: passthrough
+/// mode, tombstones), `dead_lettered` (with a `reason`), `dropped` (a dead
+/// letter too large even without its payload). Received minus the sum of
+/// outcomes is what is in flight (plus, after a crash, what is redone).
+/// Counter.
 pub const RECORDS: &str = "enricher_records_total";
+/// Records written before their PTR lookup finished (the per-record lookup
+/// deadline passed). Counter.
+pub const PTR_DEADLINE: &str = "enricher_ptr_deadline_total";
 /// Records taken from Kafka and not yet durably produced. Gauge.
 pub const IN_FLIGHT: &str = "enricher_in_flight";
 /// Deliveries that failed after librdkafka's own retries (sent again after
@@ -56,6 +67,22 @@ pub const GEOIP_AGE: &str = "enricher_geoip_age_seconds";
 /// Gauge.
 pub const BUILD_INFO: &str = "enricher_build_info";
 
+/// CPU time of the process, user and system, in seconds. Gauge (a float;
+/// read it with `rate()` like a counter).
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+/// Resident memory of the process, in bytes. Gauge.
+pub const PROCESS_RESIDENT: &str = "process_resident_memory_bytes";
+/// Virtual memory of the process, in bytes. Gauge.
+pub const PROCESS_VIRTUAL: &str = "process_virtual_memory_bytes";
+/// Threads of the process. Gauge.
+pub const PROCESS_THREADS: &str = "process_threads";
+/// Open file descriptors. Gauge.
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// The limit on open file descriptors. Gauge.
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+/// When the process started, as a Unix timestamp. Gauge.
+pub const PROCESS_START: &str = "process_start_time_seconds";
+
 /// What kind of series a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -69,11 +96,21 @@ pub enum Kind {
 
 /// Every series of the worker with its kind and help text (the `# HELP`
 /// line); the acker's are in [`acker::metrics::HELP`].
-pub const HELP: [(&str, Kind, &str); 20] = [
+pub const HELP: [(&str, Kind, &str); 29] = [
+    (
+        RECORDS_RECEIVED,
+        Kind::Counter,
+        "Records taken from the input.",
+    ),
     (
         RECORDS,
         Kind::Counter,
-        "Records by outcome: in, enriched, rejected, deadline, dead_lettered (with a reason).",
+        "Records by final outcome once the broker has them: enriched, passed, dead_lettered (by reason), dropped.",
+    ),
+    (
+        PTR_DEADLINE,
+        Kind::Counter,
+        "Records written before their PTR lookup finished.",
     ),
     (
         IN_FLIGHT,
@@ -162,6 +199,41 @@ pub const HELP: [(&str, Kind, &str); 20] = [
         Kind::Gauge,
         "Build information, always 1, by version and revision.",
     ),
+    (
+        PROCESS_CPU,
+        Kind::Gauge,
+        "Total user and system CPU time spent in seconds.",
+    ),
+    (
+        PROCESS_RESIDENT,
+        Kind::Gauge,
+        "Resident memory size in bytes.",
+    ),
+    (
+        PROCESS_VIRTUAL,
+        Kind::Gauge,
+        "Virtual memory size in bytes.",
+    ),
+    (
+        PROCESS_THREADS,
+        Kind::Gauge,
+        "Number of OS threads in the process.",
+    ),
+    (
+        PROCESS_OPEN_FDS,
+        Kind::Gauge,
+        "Number of open file descriptors.",
+    ),
+    (
+        PROCESS_MAX_FDS,
+        Kind::Gauge,
+        "Maximum number of open file descriptors.",
+    ),
+    (
+        PROCESS_START,
+        Kind::Gauge,
+        "Start time of the process since unix epoch in seconds.",
+    ),
 ];
 
 /// The revision of this build (`ENRICHER_REVISION` when it was compiled).
@@ -184,17 +256,13 @@ pub fn describe() {
 }
 
 /// Copies the core's counters into the exporter (absolute values: the
-/// counters only grow). Called on an interval, not per record.
+/// counters only grow), with the process's series. Called on an interval,
+/// not per record. Records by outcome are the Kafka leg's (it counts them
+/// at delivery).
 pub fn publish(enricher: &crate::enrich::Enricher) {
     let s = enricher.stats().snapshot();
-    for (outcome, v) in [
-        ("in", s.records_in),
-        ("enriched", s.enriched),
-        ("rejected", s.rejected),
-        ("deadline", s.deadline_hit),
-    ] {
-        metrics::counter!(RECORDS, "outcome" => outcome).absolute(v);
-    }
+    metrics::counter!(RECORDS_RECEIVED).absolute(s.records_in);
+    metrics::counter!(PTR_DEADLINE).absolute(s.deadline_hit);
     metrics::counter!(NOT_AN_ADDRESS).absolute(s.not_an_address);
     for (tier, result, v) in [
         ("l1", "hit", s.cache.l1_hits),
@@ -211,6 +279,7 @@ pub fn publish(enricher: &crate::enrich::Enricher) {
     let (entries, bytes) = enricher.l1_size();
     metrics::gauge!(L1_ENTRIES).set(entries as f64);
     metrics::gauge!(L1_BYTES).set(bytes as f64);
+    crate::process::publish();
 }
 
 #[cfg(test)]

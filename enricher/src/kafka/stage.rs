@@ -29,7 +29,6 @@ use super::{
     Shared, dead_letter_headers, send_async, send_blocking, strip_newline, without_payload,
 };
 use crate::enrich::{Enricher, Ready, Scratch};
-use crate::metrics as m;
 use crate::record::RecordError;
 
 /// Records a batch holds before it is handed to its lane, at most.
@@ -169,8 +168,6 @@ impl Stage {
 
     fn dead_letter(&mut self, msg: &Msg<'_>, opaque: usize, error: &RecordError) {
         self.enricher.stats().rejected.inc();
-        metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => error.label())
-            .increment(1);
         let headers = dead_letter_headers(
             error.label(),
             &error.to_string(),
@@ -238,8 +235,6 @@ impl Stage {
             };
             tracing::warn!(%error, offset = source.1, "Output too large to produce; dead-lettering the record");
             enricher.stats().rejected.inc();
-            metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => error.label())
-                .increment(1);
             let dead = dead_letter_headers(
                 error.label(),
                 &error.to_string(),

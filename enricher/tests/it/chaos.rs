@@ -172,7 +172,7 @@ fn the_broker_leading_the_input_and_then_the_one_leading_the_output_go_down_and_
 
 /// The sum of a metric's samples whose labels contain every one of `labels`
 /// (Prometheus text format).
-fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
+pub(super) fn metric(body: &str, name: &str, labels: &[&str]) -> Option<f64> {
     let mut found = None;
     for line in body.lines() {
         let Some(rest) = line.strip_prefix(name) else {
@@ -263,7 +263,7 @@ open_ms = 500
     });
     let (_, body) = w.get("/metrics");
     let skipped = metric(&body, "enricher_redis_ops_total", &[r#"result="skipped""#]);
-    let open = metric(&body, "enricher_redis_circuit_state", &[]);
+    let open = metric(&body, "enricher_redis_circuit_state", &[r#"state="open""#]);
     println!("Redis down: circuit state {open:?}, {skipped:?} operations skipped");
     assert!(skipped.unwrap_or(0.0) > 0.0, "Redis skipped while open");
 
@@ -278,7 +278,15 @@ open_ms = 500
     wait_until(
         "a closed circuit in /metrics",
         Duration::from_secs(10),
-        || metric(&w.get("/metrics").1, "enricher_redis_circuit_state", &[]) == Some(0.0),
+        || {
+            let body = w.get("/metrics").1;
+            metric(
+                &body,
+                "enricher_redis_circuit_state",
+                &[r#"state="closed""#],
+            ) == Some(1.0)
+                && metric(&body, "enricher_redis_circuit_state", &[r#"state="open""#]) == Some(0.0)
+        },
     );
 
     let n = feeder.finish();

@@ -698,11 +698,17 @@ pub(super) fn wait_spread(procs: &[&Proc], partitions: i32, limit: Duration) {
 }
 
 #[test]
-fn a_worker_process_serves_its_probes_and_metrics() {
+fn a_worker_process_serves_its_probes_and_metrics_whose_outcomes_add_up() {
     let kafka = MockKafka::start(1).unwrap();
     let (topic, partitions) = ("faults_probes", 2);
     topics(&kafka, topic, partitions);
+    kafka
+        .create_topic(&format!("{topic}_dlq"), partitions)
+        .unwrap();
     kafka.produce(topic, partitions, records(0, 500)).unwrap();
+    kafka
+        .produce(topic, partitions, (0..20).map(|_| "{\"id\":\"truncated"))
+        .unwrap();
     let dbs = write_dbs();
     let config = write_run_config(&dbs);
     let w = Proc::spawn("probes", &kafka, topic, &config);
@@ -713,12 +719,37 @@ fn a_worker_process_serves_its_probes_and_metrics() {
         w.get("/readyz").0 == 200
     });
     wait_committed_to_end(&kafka, &format!("g-{topic}"), topic, partitions);
-    wait_until("the metrics", Duration::from_secs(10), || {
-        let (status, body) = w.get("/metrics");
-        status == 200
-            && body.contains("acker_consumer_lag_records")
-            && body.contains("enricher_records_total")
-    });
+    let metric = |body: &str, name: &str, labels: &[&str]| super::chaos::metric(body, name, labels);
+    let mut body = String::new();
+    wait_until(
+        "every outcome in the metrics",
+        Duration::from_secs(10),
+        || {
+            let (status, b) = w.get("/metrics");
+            body = b;
+            status == 200
+                && metric(&body, "enricher_records_received_total", &[]) == Some(520.0)
+                && metric(&body, "enricher_records_total", &[]) == Some(520.0)
+        },
+    );
+    // Received is the sum of the final outcomes: a dead letter counts once,
+    // under its reason, and not also as received-and-enriched.
+    assert_eq!(
+        metric(&body, "enricher_records_total", &[r#"outcome="enriched""#]),
+        Some(500.0)
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "enricher_records_total",
+            &[r#"outcome="dead_lettered""#, r#"reason="truncated""#]
+        ),
+        Some(20.0)
+    );
+    assert!(metric(&body, "process_resident_memory_bytes", &[]).is_some_and(|v| v > 1e6));
+    assert!(metric(&body, "process_cpu_seconds_total", &[]).is_some_and(|v| v > 0.0));
+    assert!(metric(&body, "process_open_fds", &[]).is_some_and(|v| v > 3.0));
+    assert!(body.contains("# HELP process_threads "));
     assert_eq!(w.get("/nope").0, 404);
     w.stop();
     every_id_out(&kafka, topic, partitions, 500, "probes");
