@@ -123,7 +123,7 @@ mod tests {
         let start = start_time().expect("a start time");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
+            .expect("after 1970")
             .as_secs_f64();
         assert!(
             start <= now + 1.0 && start > now - 86_400.0 * 365.0,
