@@ -34,16 +34,24 @@ app.kubernetes.io/part-of: enrichment-fleet
 {{- end }}
 {{- end -}}
 
-{{/* Selector labels of one topic: (dict "root" $ "t" $topicCtx). */}}
+{{/*
+Selector labels of one topic: (dict "root" $ "t" $topicCtx). Immutable in a
+Deployment. The topic id has a label of its own; `app.kubernetes.io/component`
+is the role (`worker`, `test` for the `helm test` Pods), so that a selector on
+the role alone finds every worker of the fleet.
+*/}}
 {{- define "enricher.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "enricher.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
-app.kubernetes.io/component: {{ .t.id }}
+app.kubernetes.io/component: worker
+enricher.example.invalid/topic-id: {{ .t.id }}
 {{- end -}}
 
+{{/* Labels of a topic's objects and pods: never in a selector. */}}
 {{- define "enricher.topicLabels" -}}
 {{ include "enricher.labels" .root }}
-app.kubernetes.io/component: {{ .t.id }}
+app.kubernetes.io/component: worker
+enricher.example.invalid/topic-id: {{ .t.id }}
 enricher.example.invalid/topic: {{ .t.name | quote }}
 {{- end -}}
 

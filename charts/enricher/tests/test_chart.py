@@ -26,7 +26,7 @@ CHART = Path(__file__).resolve().parents[1]
 REPO = CHART.parents[1]
 KUBE_VERSION = "1.30"
 # Custom resources: no schema in kubernetes-validate; checked by hand below.
-CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
 SECRET_KEY = re.compile(r"password|secret|token|jaas|credential|license", re.I)
 
 SASL_TLS = {
@@ -92,6 +92,39 @@ VALUE_SETS: dict[str, dict] = {
                   "passwordSecret": {"name": "redis-pass"},
                   "tlsCaSecret": {"name": "redis-ca", "key": "ca.pem"}},
         "topics": [{"name": "bro_conn", "partitions": 2}],
+    },
+    "extras-dns-alerts": {
+        "geoip": {"source": "geoipupdate", "geoipupdate": {"accountSecret": {"name": "maxmind"}}},
+        "podAnnotations": {"example.com/owner": "netsec", "prometheus.io/path": "/other"},
+        "metrics": {"prometheusAnnotations": False},
+        "serviceMonitor": {"enabled": True},
+        "extraEnv": [{"name": "TZ", "value": "UTC"},
+                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "envFrom": [{"configMapRef": {"name": "enricher-env"}, "prefix": "X_"}],
+        "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca"}}],
+        "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+        "initContainers": [{
+            "name": "wait-for-dns", "image": "busybox:1.36.1",
+            "command": ["sh", "-c", "until nslookup example.com 10.0.0.53; do sleep 2; done"],
+            "securityContext": {"runAsNonRoot": True, "readOnlyRootFilesystem": True,
+                                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
+        }],
+        "dnsPolicy": "None",
+        "dnsConfig": {"nameservers": ["10.0.0.53"], "searches": ["logs.svc.cluster.local"],
+                      "options": [{"name": "ndots", "value": "1"}]},
+        "prometheusRule": {
+            "enabled": True,
+            "labels": {"release": "kube-prometheus-stack"},
+            "additionalLabels": {"team": "netsec"},
+            "lag": {"thresholdSeconds": 600},
+            "geoipAge": {"maxAgeDays": 40, "severity": "info"},
+            "extraRules": [{"alert": "EnricherDown", "expr": "up{job=\"enricher\"} == 0", "for": "5m",
+                            "labels": {"severity": "critical"}}],
+        },
+        "tests": {"image": {"repository": "registry.example.invalid/mirror/busybox", "tag": "1.37.0"},
+                  "timeoutSeconds": 3},
+        "topics": [{"name": "bro_conn", "partitions": 4}, {"name": "suricata.eve", "partitions": 2}],
     },
 }
 
@@ -393,6 +426,249 @@ def test_duplicate_topic_ids_fail():
 
 def test_chart_owned_keys_refused():
     _fails({"config": {"kafka": {"input_topic": "x"}}}, "input_topic")
+
+
+EXTRAS = "extras-dns-alerts"
+CHART_VOLUMES = {"config", "tmp", "geoip", "geoipupdate-tmp", "kafka-tls-ca", "kafka-tls-client", "redis-tls-ca"}
+
+
+def test_extra_pod_spec_values():
+    objs = render(copy.deepcopy(VALUE_SETS[EXTRAS]))
+    for dep in by_kind(objs, "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        c = container(dep)
+        env = [e["name"] for e in c["env"]]
+        assert env[-2:] == ["TZ", "POD_NAME"], env
+        assert c["envFrom"] == [{"configMapRef": {"name": "enricher-env"}, "prefix": "X_"}]
+        assert {"name": "corp-ca", "configMap": {"name": "corp-ca"}} in pod["volumes"]
+        assert {"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True} in c["volumeMounts"]
+        # The chart's own init container first: the databases are there before anything else runs.
+        assert [i["name"] for i in pod["initContainers"]] == ["geoipupdate-init", "wait-for-dns"]
+        assert pod["dnsPolicy"] == "None"
+        assert pod["dnsConfig"] == {"nameservers": ["10.0.0.53"], "searches": ["logs.svc.cluster.local"],
+                                    "options": [{"name": "ndots", "value": "1"}]}
+    # Unset: nothing of the above, only the chart's volumes.
+    for dep in by_kind(render({}), "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        c = container(dep)
+        for key in ("dnsPolicy", "dnsConfig", "initContainers"):
+            assert key not in pod, key
+        assert "envFrom" not in c
+        assert {v["name"] for v in pod["volumes"]} <= CHART_VOLUMES
+        assert {m["name"] for m in c["volumeMounts"]} <= CHART_VOLUMES
+
+
+def test_user_init_containers_without_geoipupdate():
+    values = {"initContainers": [{"name": "hello", "image": "busybox:1.36.1"}]}
+    (dep,) = by_kind(render(values), "Deployment")
+    assert [i["name"] for i in dep["spec"]["template"]["spec"]["initContainers"]] == ["hello"]
+
+
+def test_extra_volume_name_clash_fails():
+    _fails({"extraVolumes": [{"name": "config", "emptyDir": {}}]}, "extraVolumes.*config")
+
+
+def test_dns_policy_none_needs_nameservers():
+    _fails({"dnsPolicy": "None"}, "dnsConfig.nameservers")
+
+
+def test_pod_annotations_and_prometheus_toggle():
+    (dep,) = by_kind(render({}), "Deployment")
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true"
+    assert ann["prometheus.io/port"] == "9102"
+    assert ann["prometheus.io/path"] == "/metrics"
+    assert re.fullmatch(r"[0-9a-f]{64}", ann["checksum/config"])
+    for dep in by_kind(render(copy.deepcopy(VALUE_SETS[EXTRAS])), "Deployment"):
+        ann = dep["spec"]["template"]["metadata"]["annotations"]
+        # Toggle off; a podAnnotations entry stays, whatever its name.
+        assert not {k for k in ann if k.startswith("prometheus.io/")} - {"prometheus.io/path"}
+        assert ann["prometheus.io/path"] == "/other"
+        assert ann["example.com/owner"] == "netsec"
+        assert "checksum/config" in ann
+    # podAnnotations win over the chart's scrape hints, without a duplicate key.
+    (dep,) = by_kind(render({"podAnnotations": {"prometheus.io/scrape": "false"}}), "Deployment")
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "false"
+
+
+def test_component_is_the_role_and_the_topic_has_its_own_selector_label(case):
+    _, _, objs = case
+    services = {s["metadata"]["name"]: s for s in by_kind(objs, "Service")}
+    for dep in by_kind(objs, "Deployment"):
+        sel = dep["spec"]["selector"]["matchLabels"]
+        # Immutable in a Deployment, so pinned here (see the README's
+        # Upgrading section for the change in 0.2.0).
+        assert sorted(sel) == [
+            "app.kubernetes.io/component",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/name",
+            "enricher.example.invalid/topic-id",
+        ]
+        assert sel["app.kubernetes.io/component"] == "worker"
+        topic = worker_toml(objs, dep)["kafka"]["input_topic"]
+        assert sel["enricher.example.invalid/topic-id"] == dep["metadata"]["name"].removeprefix("fleet-enricher-")
+        for labels in (dep["metadata"]["labels"], dep["spec"]["template"]["metadata"]["labels"]):
+            assert labels["enricher.example.invalid/topic"] == topic
+            assert sel.items() <= labels.items()
+        assert services[dep["metadata"]["name"]]["spec"]["selector"] == sel
+        for tsc in dep["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
+            assert tsc["labelSelector"]["matchLabels"] == sel
+    for kind in ("PodDisruptionBudget", "ServiceMonitor"):
+        for o in by_kind(objs, kind):
+            assert o["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
+            assert o["metadata"]["labels"]["app.kubernetes.io/component"] == "worker"
+    for pod in by_kind(objs, "Pod"):
+        labels = pod["metadata"]["labels"]
+        assert labels["app.kubernetes.io/component"] == "test"
+        assert "enricher.example.invalid/topic-id" not in labels
+
+
+def test_helm_test_hook(case):
+    name, values, objs = case
+    pods = by_kind(objs, "Pod")
+    services = {s["metadata"]["name"]: s for s in by_kind(objs, "Service")}
+    assert len(pods) == len(merged_topics(values)) == len(services)
+    tests = values.get("tests", {})
+    image = tests.get("image", {})
+    tested = set()
+    for pod in pods:
+        assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        assert pod["spec"]["restartPolicy"] == "Never"
+        (c,) = pod["spec"]["containers"]
+        assert c["image"] == f"{image.get('repository', 'busybox')}:{image.get('tag', '1.36.1')}"
+        assert c["command"][:2] == ["wget", "-q"]
+        assert c["command"][c["command"].index("-T") + 1] == str(tests.get("timeoutSeconds", 10))
+        m = re.fullmatch(r"http://([a-z0-9-]+)\.logs\.svc:(\d+)/readyz", c["command"][-1])
+        assert m, c["command"]
+        svc = services[m.group(1)]
+        assert int(m.group(2)) == svc["spec"]["ports"][0]["port"]
+        tested.add(m.group(1))
+        # The test pod is never one of the Service's endpoints.
+        assert not svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert c["resources"]["limits"]["memory"]
+    assert tested == set(services), name
+    assert not by_kind(render({"tests": {"enabled": False}}), "Pod")
+
+
+def readme_metrics() -> set[str]:
+    """Metric names of the top-level README's Metrics table."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Metrics", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z_:][a-z0-9_:]*)` \|", section, re.M))
+
+
+PROMQL_WORDS = {"max", "min", "sum", "avg", "count", "rate", "changes", "time", "and", "or", "unless"}
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """The metric names an expression reads: identifiers left once label
+    matchers, ranges and grouping clauses are taken out, less functions."""
+    assert expr.count("(") == expr.count(")"), expr
+    assert expr.count("{") == expr.count("}"), expr
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", expr)
+    bare = re.sub(r"\b(by|on|without|ignoring)\s*\([^)]*\)", "", bare)
+    return set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", bare)) - PROMQL_WORDS
+
+
+def test_prometheus_rule():
+    assert not by_kind(render({}), "PrometheusRule")
+    objs = render(copy.deepcopy(VALUE_SETS[EXTRAS]))
+    (pr,) = by_kind(objs, "PrometheusRule")
+    assert pr["apiVersion"] == "monitoring.coreos.com/v1"
+    assert pr["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (group,) = pr["spec"]["groups"]
+    rules = {r["alert"]: r for r in group["rules"]}
+    assert list(rules) == ["EnricherLagHigh", "EnricherPartitionStalled", "EnricherDnsOverBudget",
+                           "EnricherGeoipDatabaseOld", "EnricherRedisCircuitOpen", "EnricherDown"]
+    documented = readme_metrics()
+    used = set()
+    for name, rule in rules.items():
+        assert re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", rule["for"]), name
+        assert rule["labels"]["severity"], name
+        if name == "EnricherDown":
+            assert "team" not in rule["labels"], "extraRules are passed through as they are"
+            continue
+        assert rule["labels"]["team"] == "netsec", name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+        metrics = promql_metrics(rule["expr"])
+        assert metrics and metrics <= documented, (name, metrics - documented)
+        used |= metrics
+        # Scoped to the release: its topics (dots escaped) and its namespace.
+        assert "=~`bro_conn|suricata\\.eve`" in rule["expr"], rule["expr"]
+        assert 'namespace="logs"' in rule["expr"], rule["expr"]
+    assert used == {"acker_timestamp_diff_seconds", "acker_consumer_lag_records", "acker_committed_offset",
+                    "enricher_dns_over_budget_total", "enricher_geoip_build_timestamp_seconds",
+                    "enricher_redis_circuit_state"}
+    lag = rules["EnricherLagHigh"]
+    assert lag["expr"].startswith("max by (topic) (acker_timestamp_diff_seconds{")
+    assert lag["expr"].endswith(") > 600") and lag["for"] == "5m"
+    stalled = rules["EnricherPartitionStalled"]["expr"]
+    assert "acker_consumer_lag_records{" in stalled and "> 0)" in stalled
+    assert "changes(acker_committed_offset{" in stalled and "[10m])) == 0)" in stalled
+    assert "and on (topic, partition)" in stalled
+    dns = rules["EnricherDnsOverBudget"]
+    assert "rate(enricher_dns_over_budget_total{enricher_topic=~" in dns["expr"] and dns["for"] == "15m"
+    geo = rules["EnricherGeoipDatabaseOld"]
+    assert geo["expr"].endswith(f") > {40 * 86400}") and geo["labels"]["severity"] == "info"
+    assert 'state!="closed"' in rules["EnricherRedisCircuitOpen"]["expr"]
+    # Prometheus' own templates reach the rule unexpanded by Helm.
+    assert "{{ $labels.topic }}" in lag["annotations"]["summary"]
+    assert "{{ $labels.enricher_topic }}" in dns["annotations"]["summary"]
+
+
+def test_prometheus_rule_switches():
+    values = {"prometheusRule": {"enabled": True, "namespaceLabel": "",
+                                 "dnsOverBudget": {"enabled": False}, "redisCircuitOpen": {"enabled": False},
+                                 "stalledPartition": {"minLagRecords": 100, "window": "30m", "for": "10m"}}}
+    (pr,) = by_kind(render(values), "PrometheusRule")
+    rules = {r["alert"]: r for r in pr["spec"]["groups"][0]["rules"]}
+    assert set(rules) == {"EnricherLagHigh", "EnricherPartitionStalled", "EnricherGeoipDatabaseOld"}
+    stalled = rules["EnricherPartitionStalled"]
+    assert "> 100)" in stalled["expr"] and "[30m]" in stalled["expr"] and stalled["for"] == "10m"
+    assert all("namespace=" not in r["expr"] for r in rules.values())
+    assert "topic=~`bro_conn`}" in rules["EnricherLagHigh"]["expr"]
+
+
+@pytest.mark.parametrize("values, match", [
+    ({"prometheusRule": {"enabled": True, "treshold": 1}}, "treshold"),
+    ({"prometheusRule": {"lag": {"thresholdSecs": 60}}}, "thresholdSecs"),
+    ({"prometheusRule": {"lag": {"for": "5 minutes"}}}, "for"),
+    ({"tests": {"image": {"repo": "busybox"}}}, "repo"),
+    ({"tests": {"hookDeletePolicy": "always"}}, "hookDeletePolicy"),
+    ({"metrics": {"prometheusAnnotation": False}}, "prometheusAnnotation"),
+    ({"dnsPolicy": "ClusterFirstWithHostnet"}, "dnsPolicy"),
+    ({"dnsConfig": {"nameserver": ["10.0.0.53"]}}, "nameserver"),
+    ({"envFrom": [{"secretKeyRef": {"name": "x"}}]}, "secretKeyRef"),
+    ({"extraVolumeMounts": [{"name": "x"}]}, "mountPath"),
+    ({"initContainers": [{"name": "x"}]}, "image"),
+    ({"extraVolume": []}, "extraVolume"),
+])
+def test_schema_rejects(values, match):
+    with pytest.raises(helm_python.HelmValuesError) as err:
+        with helm_python.Chart.load(str(CHART)) as chart:
+            chart.validate_schema(values)
+    assert match in str(err.value), str(err.value)
+
+
+def test_readme_documents_every_value():
+    """Each top-level value, and each of the alert and test settings, has a row
+    in the chart README's values table."""
+    text = (CHART / "README.md").read_text()
+    table = text.split("\n## Values", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    rows += re.findall(r"^### .*(`\w+\[\]`)", table, re.M)
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    documented = " ".join(rows)
+    for key, value in defaults.items():
+        assert re.search(rf"`{key}[`.\[]", documented), key
+        if key in ("prometheusRule", "tests", "metrics"):
+            for sub in value:
+                row = next((r for r in rows if f"`{key}.{sub}" in r or (f"`{key}." in r and f"`{sub}`" in r)), None)
+                assert row, f"{key}.{sub}"
 
 
 def _enricher_bin() -> str | None:
