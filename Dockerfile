@@ -17,7 +17,9 @@
 # release binary. Stage 2 carries only the binary and the shared libraries it
 # links (libssl3, ca-certificates for TLS to Kafka/Redis).
 
-ARG RUST_VERSION=1
+# The workspace's rust-version (Cargo.toml): the oldest toolchain it builds
+# with, checked by scripts/chart-test.sh.
+ARG RUST_VERSION=1.88
 ARG DEBIAN_RELEASE=bookworm
 # Recorded in enricher_build_info and in the image's OCI labels.
 ARG VERSION=0.1.0

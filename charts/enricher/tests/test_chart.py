@@ -614,7 +614,7 @@ def test_prometheus_rule():
     assert "rate(enricher_dns_over_budget_total{enricher_topic=~" in dns["expr"] and dns["for"] == "15m"
     geo = rules["EnricherGeoipDatabaseOld"]
     assert geo["expr"].endswith(f") > {40 * 86400}") and geo["labels"]["severity"] == "info"
-    assert 'state!="closed"' in rules["EnricherRedisCircuitOpen"]["expr"]
+    assert 'state="open"' in rules["EnricherRedisCircuitOpen"]["expr"]
     # Prometheus' own templates reach the rule unexpanded by Helm.
     assert "{{ $labels.topic }}" in lag["annotations"]["summary"]
     assert "{{ $labels.enricher_topic }}" in dns["annotations"]["summary"]
@@ -705,3 +705,10 @@ def test_worker_accepts_rendered_config(case, tmp_path):
         props = shown["kafka"]["properties"]
         if "ENRICHER_KAFKA__PROPERTIES__SASL.PASSWORD" in env:
             assert "sasl.password" in props, props
+
+
+def test_the_image_builds_with_the_workspaces_rust_version():
+    workspace = tomllib.loads((REPO / "Cargo.toml").read_text())
+    pinned = workspace["workspace"]["package"]["rust-version"]
+    m = re.search(r"^ARG RUST_VERSION=(\S+)$", (REPO / "Dockerfile").read_text(), re.M)
+    assert m and m.group(1) == pinned, (m and m.group(1), pinned)
