@@ -1,15 +1,15 @@
-//! What becomes of a record once the consumer thread has tracked it: enrich,
-//! produce, dead-letter, or hand it to a lookup task.
+//! What becomes of a record once the consumer thread has tracked it:
+//! enrich, then produce or dead-letter it, or hand it to a lookup task.
 //!
-//! A [`Stage`] does that work. With `worker.enrich_threads = 0` the consumer
-//! thread owns the only one; otherwise each enrichment thread (a *lane*)
-//! owns one, and the consumer thread hands it [`Batch`]es of copied records
-//! over a bounded channel:
+//! A [`Lane`] does that work. With `worker.enrich_threads = 0` the consumer
+//! thread owns the only one; otherwise each enrichment thread owns one, and
+//! the consumer thread hands it [`Batch`]es of copied records over a
+//! bounded channel:
 //!
 //! ```text
 //! consumer thread: poll --> track --> Batch (one per lane, by partition) --full or end of poll burst-->
-//! lane thread:     Stage::process --Done--> producer.send(opaque)
-//!                                 '--Pending--> tokio task: enrich, send
+//! lane thread:     Lane::process --Done--> Output::send(opaque)
+//!                                '--Pending--> tokio task: enrich, Output::send_async
 //! ```
 //!
 //! A partition always goes to the same lane, so `preserve_order` holds. The
@@ -19,15 +19,12 @@
 //! drains the revoked partitions.
 
 use std::ops::Range;
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
-use rdkafka::producer::BaseRecord;
 
-use super::{
-    Shared, dead_letter_headers, send_async, send_blocking, strip_newline, without_payload,
-};
+use super::produce::{Output, Source};
 use crate::enrich::{Enricher, Ready, Scratch};
 use crate::record::RecordError;
 
@@ -42,7 +39,30 @@ const LANE_QUEUE: usize = 16;
 const MAX_SPARE: usize = 2 * LANE_QUEUE;
 const SPARE_BYTES: usize = 256 << 10;
 
-/// A tracked record, as far as the stage needs it.
+/// Emptied batches the lanes gave back, reused so that a batch's buffers
+/// are not grown afresh for every 128 records.
+#[derive(Default)]
+pub(super) struct Spares(Mutex<Vec<Batch>>);
+
+impl Spares {
+    /// An emptied batch, or a new one.
+    pub(super) fn take(&self) -> Batch {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, batch: Batch) {
+        let mut spares = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if batch.bytes.capacity() <= SPARE_BYTES && spares.len() < MAX_SPARE {
+            spares.push(batch);
+        }
+    }
+}
+
+/// A tracked record, as far as a lane needs it.
 pub(super) struct Msg<'a> {
     pub(super) partition: i32,
     pub(super) offset: i64,
@@ -61,35 +81,45 @@ impl<'a> Msg<'a> {
             headers: msg.headers().map(|h| h.detach()),
         }
     }
+
+    fn source(&mut self) -> Source<'a> {
+        Source {
+            partition: self.partition,
+            offset: self.offset,
+            key: self.key,
+            headers: self.headers.take(),
+        }
+    }
 }
 
 /// Enriches and produces records; one per thread that does so.
-pub(super) struct Stage {
-    pub(super) shared: Arc<Shared>,
+pub(super) struct Lane {
+    pub(super) output: Arc<Output>,
     pub(super) enricher: Arc<Enricher>,
     pub(super) runtime: tokio::runtime::Handle,
+    pub(super) spares: Arc<Spares>,
     pub(super) max_record_bytes: usize,
     pub(super) preserve_order: bool,
     pub(super) passthrough: bool,
     pub(super) scratch: Scratch,
     pub(super) out: Vec<u8>,
-    /// Records produced and not yet added to the run report.
+    /// Records produced and not yet added to the output's count.
     pub(super) produced: u64,
 }
 
-impl Stage {
+impl Lane {
     /// Enriches and produces one record (or dead-letters it, or hands it to
     /// a lookup task). `opaque` is its delivery opaque.
-    pub(super) fn process(&mut self, msg: Msg<'_>, opaque: usize) {
+    pub(super) fn process(&mut self, mut msg: Msg<'_>, opaque: usize) {
+        let original = msg.payload;
         if self.passthrough {
-            let payload = msg.payload;
-            self.produce(msg, opaque, payload);
+            self.produce(msg.source(), opaque, original, original);
             return;
         }
-        let Some(payload) = msg.payload else {
+        let Some(payload) = original else {
             // A tombstone: nothing to enrich; passed through so compaction
             // semantics survive downstream.
-            self.produce(msg, opaque, None);
+            self.produce(msg.source(), opaque, None, None);
             return;
         };
         if payload.len() > self.max_record_bytes {
@@ -97,7 +127,7 @@ impl Stage {
                 limit: self.max_record_bytes,
                 size: payload.len(),
             };
-            self.dead_letter(&msg, opaque, &error);
+            self.dead_letter(msg.source(), opaque, payload, &error);
             return;
         }
         let mut out = std::mem::take(&mut self.out);
@@ -108,97 +138,61 @@ impl Stage {
         {
             Ok(Ready::Done) => {
                 strip_newline(&mut out);
-                self.produce(msg, opaque, Some(&out));
+                self.produce(msg.source(), opaque, Some(&out), original);
             }
-            Ok(Ready::Pending) => self.slow_path(msg, opaque, payload),
-            Err(error) => self.dead_letter(&msg, opaque, &error),
+            Ok(Ready::Pending) => self.slow_path(msg.source(), opaque, payload),
+            Err(error) => self.dead_letter(msg.source(), opaque, payload, &error),
         }
         self.out = out;
     }
 
-    /// Adds what was produced since the last call to the run report.
+    /// Adds what was produced since the last call to the output's count.
     pub(super) fn publish_produced(&mut self) {
-        if self.produced > 0 {
-            self.shared.state().report.produced += self.produced;
-            self.produced = 0;
-        }
+        self.output.add_produced(std::mem::take(&mut self.produced));
     }
 
-    /// Adds what was produced to the run report and gives `batch`, which
-    /// [`Batch::run`] emptied, back for reuse, under one lock.
+    /// Publishes the count and gives `batch`, which [`Batch::run`] emptied,
+    /// back for reuse.
     fn finish(&mut self, batch: Batch) {
-        let mut state = self.shared.state();
-        state.report.produced += std::mem::take(&mut self.produced);
-        if batch.bytes.capacity() <= SPARE_BYTES && state.spare.len() < MAX_SPARE {
-            state.spare.push(batch);
+        self.publish_produced();
+        self.spares.give_back(batch);
+    }
+
+    fn produce(
+        &mut self,
+        source: Source<'_>,
+        opaque: usize,
+        payload: Option<&[u8]>,
+        original: Option<&[u8]>,
+    ) {
+        if self.output.send(opaque, source, payload, original) {
+            self.produced += 1;
+        } else {
+            self.enricher.stats().rejected.inc();
         }
     }
 
-    fn produce(&mut self, mut msg: Msg<'_>, opaque: usize, payload: Option<&[u8]>) {
-        let mut record = BaseRecord::with_opaque_to(&self.shared.output_topic, opaque);
-        if let Some(p) = payload {
-            record = record.payload(p);
-        }
-        if let Some(k) = msg.key {
-            record = record.key(k);
-        }
-        if let Some(h) = msg.headers.take() {
-            record = record.headers(h);
-        }
-        if self.preserve_order {
-            record = record.partition(msg.partition);
-        }
-        let refused = match send_blocking(&self.shared.producer, record) {
-            Ok(()) => {
-                self.produced += 1;
-                return;
-            }
-            Err(refused) => refused,
-        };
-        // Too large to produce, now or ever: the original goes to the
-        // dead-letter topic instead.
-        msg.headers = refused.headers;
-        let error = RecordError::TooLarge {
-            limit: self.shared.message_max_bytes,
-            size: payload.map_or(0, <[u8]>::len),
-        };
-        tracing::warn!(%error, offset = msg.offset, "Output too large to produce; dead-lettering the record");
-        self.dead_letter(&msg, opaque, &error);
-    }
-
-    fn dead_letter(&mut self, msg: &Msg<'_>, opaque: usize, error: &RecordError) {
+    fn dead_letter(
+        &mut self,
+        source: Source<'_>,
+        opaque: usize,
+        original: &[u8],
+        error: &RecordError,
+    ) {
         self.enricher.stats().rejected.inc();
-        let headers = dead_letter_headers(
-            error.label(),
-            &error.to_string(),
-            &self.shared.topic,
-            msg.partition,
-            msg.offset,
-            msg.headers.as_ref(),
-        );
-        let mut record =
-            BaseRecord::with_opaque_to(&self.shared.dlq_topic, opaque).headers(headers);
-        if let Some(p) = msg.payload {
-            record = record.payload(p);
-        }
-        if let Some(k) = msg.key {
-            record = record.key(k);
-        }
-        self.shared.send_dead_letter(record);
-        self.shared.state().report.dead_lettered += 1;
+        self.output
+            .dead_letter(opaque, &source, Some(original), error);
     }
 
     /// A record that missed L1: its lookups run on the runtime. In order
     /// mode this thread waits for them (bounded by the lookup deadline), so
     /// nothing behind it overtakes it.
-    fn slow_path(&mut self, msg: Msg<'_>, opaque: usize, payload: &[u8]) {
+    fn slow_path(&mut self, source: Source<'_>, opaque: usize, payload: &[u8]) {
         let enricher = Arc::clone(&self.enricher);
+        let output = Arc::clone(&self.output);
         let input = payload.to_vec();
-        let key = msg.key.map(<[u8]>::to_vec);
-        let headers = msg.headers;
-        let partition = self.preserve_order.then_some(msg.partition);
-        let source = (msg.partition, msg.offset);
-        let shared = Arc::clone(&self.shared);
+        let key = source.key.map(<[u8]>::to_vec);
+        let (partition, offset, headers) = (source.partition, source.offset, source.headers);
         let task = async move {
             let mut scratch = Scratch::default();
             let mut out = Vec::with_capacity(input.len() + 256);
@@ -213,55 +207,28 @@ impl Stage {
                 out.extend_from_slice(&input);
             }
             strip_newline(&mut out);
-            let mut record =
-                BaseRecord::with_opaque_to(&shared.output_topic, opaque).payload(out.as_slice());
-            if let Some(k) = &key {
-                record = record.key(k.as_slice());
-            }
-            if let Some(h) = headers.clone() {
-                record = record.headers(h);
-            }
-            if let Some(p) = partition {
-                record = record.partition(p);
-            }
-            if send_async(&shared.producer, record).await.is_ok() {
-                shared.state().report.produced += 1;
-                return;
-            }
-            // Too large to produce: dead-lettered like on the hot path.
-            let error = RecordError::TooLarge {
-                limit: shared.message_max_bytes,
-                size: out.len(),
+            let source = Source {
+                partition,
+                offset,
+                key: key.as_deref(),
+                headers,
             };
-            tracing::warn!(%error, offset = source.1, "Output too large to produce; dead-lettering the record");
-            enricher.stats().rejected.inc();
-            let dead = dead_letter_headers(
-                error.label(),
-                &error.to_string(),
-                &shared.topic,
-                source.0,
-                source.1,
-                headers.as_ref(),
-            );
-            let mut record = BaseRecord::with_opaque_to(&shared.dlq_topic, opaque)
-                .payload(input.as_slice())
-                .headers(dead);
-            if let Some(k) = &key {
-                record = record.key(k.as_slice());
+            if !output.send_async(opaque, source, &out, &input).await {
+                enricher.stats().rejected.inc();
             }
-            if let Err(record) = send_async(&shared.producer, record).await {
-                let record = without_payload(record);
-                if let Err(record) = send_async(&shared.producer, record).await {
-                    shared.give_up(&record);
-                }
-            }
-            shared.state().report.dead_lettered += 1;
         };
         if self.preserve_order {
             self.runtime.block_on(task);
         } else {
             self.runtime.spawn(task);
         }
+    }
+}
+
+/// Records on Kafka carry no line ending.
+fn strip_newline(out: &mut Vec<u8>) {
+    if out.last() == Some(&b'\n') {
+        out.pop();
     }
 }
 
@@ -304,7 +271,7 @@ impl Batch {
     }
 
     /// Processes every record, in order, and leaves the batch empty.
-    pub(super) fn run(&mut self, stage: &mut Stage) {
+    pub(super) fn run(&mut self, lane: &mut Lane) {
         let Batch { bytes, items } = self;
         for item in items.drain(..) {
             let msg = Msg {
@@ -314,7 +281,7 @@ impl Batch {
                 key: item.key.and_then(|r| bytes.get(r)),
                 headers: item.headers,
             };
-            stage.process(msg, item.opaque);
+            lane.process(msg, item.opaque);
         }
         bytes.clear();
     }
@@ -332,20 +299,18 @@ pub(super) struct Lanes {
 }
 
 impl Lanes {
-    /// Starts one thread per stage; returns the threads and their senders.
-    pub(super) fn start(
-        stages: Vec<Stage>,
-    ) -> std::io::Result<(Self, Vec<mpsc::SyncSender<Batch>>)> {
-        let mut threads = Vec::with_capacity(stages.len());
-        let mut senders = Vec::with_capacity(stages.len());
-        for (i, mut stage) in stages.into_iter().enumerate() {
+    /// Starts one thread per lane; returns the threads and their senders.
+    pub(super) fn start(lanes: Vec<Lane>) -> std::io::Result<(Self, Vec<mpsc::SyncSender<Batch>>)> {
+        let mut threads = Vec::with_capacity(lanes.len());
+        let mut senders = Vec::with_capacity(lanes.len());
+        for (i, mut lane) in lanes.into_iter().enumerate() {
             let (tx, rx) = mpsc::sync_channel::<Batch>(LANE_QUEUE);
             let thread = std::thread::Builder::new()
                 .name(format!("enricher-lane-{i}"))
                 .spawn(move || {
                     while let Ok(mut batch) = rx.recv() {
-                        batch.run(&mut stage);
-                        stage.finish(batch);
+                        batch.run(&mut lane);
+                        lane.finish(batch);
                     }
                 })?;
             threads.push(thread);

@@ -1,0 +1,666 @@
+//! The one owner of the producer, the output topic and the dead-letter
+//! topic: the only place that builds a record to send (a dead letter
+//! included), and where delivery reports come back.
+//!
+//! ```text
+//! lane / lookup task --send(opaque)--> producer --delivery report (producer thread)-->
+//!     ok:     count the outcome, opaque --acks--> partitions::settle --> acker
+//!     failed: Retry --retries--> partitions::settle --after a backoff--> Output::resend
+//!     refused as too large (now or at delivery): the original record is dead-lettered
+//! ```
+//!
+//! A record's delivery opaque packs its partition's assignment slot and its
+//! offset ([`pack`]); the slot names the epoch, so reports from an earlier
+//! assignment are fenced.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+use super::clients::{self, CLIENT_ERRORS, error_label, log_client_error};
+use super::streak::{Backoff, Messages, Streak};
+use crate::config::{Config, ConfigError};
+use crate::metrics as m;
+use crate::record::RecordError;
+use crate::stats::Counter;
+
+/// The opaque of a produced record: assignment slot in the high 20 bits,
+/// offset in the low 44 (17 trillion records per partition).
+const OFFSET_BITS: u32 = 44;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+/// Slots wrap at this mask.
+pub(super) const SLOT_MASK: u32 = (1 << (64 - OFFSET_BITS)) - 1;
+
+/// A delivery opaque for `offset` of the partition assigned in `slot`.
+pub(super) fn pack(slot: u32, offset: i64) -> usize {
+    ((u64::from(slot) << OFFSET_BITS) | (offset as u64 & OFFSET_MASK)) as usize
+}
+
+/// The slot and the offset of a delivery opaque.
+pub(super) fn unpack(opaque: usize) -> (u32, i64) {
+    let v = opaque as u64;
+    ((v >> OFFSET_BITS) as u32, (v & OFFSET_MASK) as i64)
+}
+
+type Producer_ = ThreadedProducer<DeliveryContext>;
+type Record<'a> = BaseRecord<'a, [u8], [u8], usize>;
+
+/// The header a dead letter sent without its payload carries: the size in
+/// bytes of the payload left out.
+const PAYLOAD_DROPPED: &str = "enricher.payload_dropped";
+
+/// The header that says why a record was dead-lettered.
+const REASON: &str = "enricher.reason";
+
+/// A delivery that failed after librdkafka's own retries: sent again, or
+/// dead-lettered if the broker refused it as too large.
+pub(super) struct Retry {
+    opaque: usize,
+    too_large: bool,
+    topic: String,
+    partition: Option<i32>,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
+}
+
+impl Retry {
+    /// The assignment slot of the record.
+    pub(super) fn slot(&self) -> u32 {
+        unpack(self.opaque).0
+    }
+}
+
+/// Records by the outcome they were delivered with. Counted in the
+/// delivery report, once per record acknowledged by the broker, so that a
+/// resent record counts once and an output refused as too large counts as
+/// the dead letter it became, not also as enriched. Dead letters count by
+/// reason straight into the exporter (they are rare).
+#[derive(Debug, Default)]
+pub(super) struct Outcomes {
+    enriched: Counter,
+    passed: Counter,
+}
+
+impl Outcomes {
+    /// Copies the counts into the exporter (on the loop's tick).
+    pub(super) fn publish(&self) {
+        metrics::counter!(m::RECORDS, "outcome" => "enriched").absolute(self.enriched.get());
+        metrics::counter!(m::RECORDS, "outcome" => "passed").absolute(self.passed.get());
+    }
+}
+
+const DELIVERY_FAILURES: Messages = Messages {
+    started: "Deliveries failing; sending them again with backoff",
+    ongoing: "Deliveries still failing",
+    ended: "Deliveries succeed again",
+};
+
+/// The producer's context: delivery reports become acks or retries.
+pub(super) struct DeliveryContext {
+    acks: mpsc::Sender<usize>,
+    retries: mpsc::Sender<Retry>,
+    /// Failed deliveries, said once per streak.
+    failures: Mutex<Streak>,
+    /// Whether a streak is going on, so that a success takes no lock.
+    failing: AtomicBool,
+    /// librdkafka's global errors, said once per streak.
+    client_errors: Mutex<Streak>,
+    outcomes: Arc<Outcomes>,
+    dlq_topic: String,
+    passthrough: bool,
+}
+
+impl DeliveryContext {
+    fn count(&self, msg: &BorrowedMessage<'_>) {
+        if msg.topic() == self.dlq_topic {
+            let reason = msg
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == REASON))
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or("unknown")
+                .to_string();
+            metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => reason)
+                .increment(1);
+        } else if self.passthrough || msg.payload().is_none() {
+            self.outcomes.passed.inc();
+        } else {
+            self.outcomes.enriched.inc();
+        }
+    }
+}
+
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(&self.client_errors, &error, reason);
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        match result {
+            Ok(msg) => {
+                self.count(msg);
+                let _ = self.acks.send(opaque);
+                if self.failing.load(Ordering::Relaxed) {
+                    let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                    failures.succeeded(Instant::now());
+                    self.failing.store(false, Ordering::Relaxed);
+                }
+            }
+            Err((error, msg)) => {
+                metrics::counter!(m::PRODUCE_ERRORS, "error" => error_label(error)).increment(1);
+                let too_large = too_large(error);
+                if too_large {
+                    tracing::warn!(%error, topic = msg.topic(), "Delivery refused as too large; dead-lettering the record");
+                } else {
+                    let place = format!("{}/{}", msg.topic(), msg.partition());
+                    let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                    failures.failed(Instant::now(), error, &place);
+                    self.failing.store(true, Ordering::Relaxed);
+                }
+                let _ = self.retries.send(Retry {
+                    opaque,
+                    too_large,
+                    topic: msg.topic().to_string(),
+                    partition: (msg.partition() >= 0).then(|| msg.partition()),
+                    key: msg.key().map(<[u8]>::to_vec),
+                    payload: msg.payload().map(<[u8]>::to_vec),
+                    headers: msg.headers().map(|h| h.detach()),
+                });
+            }
+        }
+    }
+}
+
+/// The receiving end of the delivery reports, read by the consumer thread.
+pub(super) struct Deliveries {
+    acks: Mutex<mpsc::Receiver<usize>>,
+    retries: Mutex<mpsc::Receiver<Retry>>,
+}
+
+impl Deliveries {
+    /// Calls `f` with the opaque of every record acknowledged since the
+    /// last call; returns whether there was any.
+    pub(super) fn acked(&self, mut f: impl FnMut(usize)) -> bool {
+        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut any = false;
+        while let Ok(opaque) = acks.try_recv() {
+            any = true;
+            f(opaque);
+        }
+        any
+    }
+
+    /// Moves the failed deliveries reported since the last call into `into`.
+    pub(super) fn failed(&self, into: &mut Resends) {
+        let retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        into.queue.extend(retries.try_iter());
+    }
+}
+
+/// Failed deliveries waiting for their backoff to pass. A broker that
+/// fails every request is not asked again in a loop: the failed records
+/// wait, and the in-flight limit holds new ones.
+pub(super) struct Resends {
+    queue: Vec<Retry>,
+    /// When the queue goes out; `None` while it is empty.
+    at: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl Resends {
+    /// An empty queue with the configured backoff.
+    pub(super) fn new(config: &Config) -> Self {
+        Self {
+            queue: Vec::new(),
+            at: None,
+            backoff: Backoff::new(
+                Duration::from_millis(config.worker.resend_backoff_ms),
+                Duration::from_millis(config.worker.resend_backoff_max_ms),
+            ),
+        }
+    }
+
+    /// The records to send again now, if their backoff has passed. `acked`
+    /// says whether deliveries succeeded since the last call (which resets
+    /// the backoff once nothing is waiting).
+    pub(super) fn due(&mut self, now: Instant, acked: bool) -> Vec<Retry> {
+        if self.queue.is_empty() {
+            if acked {
+                self.backoff.reset();
+            }
+            return Vec::new();
+        }
+        let due = *self
+            .at
+            .get_or_insert_with(|| now + self.backoff.next_delay(jitter()));
+        if now < due {
+            return Vec::new();
+        }
+        self.at = None;
+        std::mem::take(&mut self.queue)
+    }
+}
+
+/// A number in [0, 1) that differs between workers and calls: enough to
+/// keep workers that failed together from retrying together.
+fn jitter() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_000) / 1_000_000.0
+}
+
+/// Where a record came from: its partition and offset in the input, its
+/// key and headers (which go out with it).
+pub(super) struct Source<'a> {
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) key: Option<&'a [u8]>,
+    pub(super) headers: Option<OwnedHeaders>,
+}
+
+/// The producer and the topics it writes to.
+pub(super) struct Output {
+    producer: Producer_,
+    input_topic: Arc<str>,
+    output_topic: String,
+    dlq_topic: String,
+    /// Output records go to their input partition (`worker.preserve_order`).
+    same_partition: bool,
+    /// The producer's `message.max.bytes`, for error messages.
+    message_max_bytes: usize,
+    /// Acknowledges a record that cannot be produced at all (see
+    /// [`Output::give_up`]).
+    self_acks: mpsc::Sender<usize>,
+    produced: AtomicU64,
+    dead_lettered: AtomicU64,
+    retried: AtomicU64,
+}
+
+/// What [`Output::start`] gives: the output, the delivery reports' receiving
+/// end, and the outcome counters the reports feed.
+pub(super) struct Started {
+    pub(super) output: Output,
+    pub(super) deliveries: Deliveries,
+    pub(super) outcomes: Arc<Outcomes>,
+}
+
+impl Output {
+    /// Creates the producer for `input_topic`'s worker.
+    pub(super) fn start(config: &Config, input_topic: Arc<str>) -> Result<Started, ConfigError> {
+        let (ack_tx, ack_rx) = mpsc::channel();
+        let (retry_tx, retry_rx) = mpsc::channel();
+        let outcomes = Arc::new(Outcomes::default());
+        let self_acks = ack_tx.clone();
+        let producer = clients::producer(
+            config,
+            DeliveryContext {
+                acks: ack_tx,
+                retries: retry_tx,
+                failures: Mutex::new(Streak::new(DELIVERY_FAILURES)),
+                failing: AtomicBool::new(false),
+                client_errors: Mutex::new(Streak::new(CLIENT_ERRORS)),
+                outcomes: Arc::clone(&outcomes),
+                dlq_topic: config.kafka.dlq_topic(),
+                passthrough: config.worker.passthrough,
+            },
+        )?;
+        Ok(Started {
+            output: Self {
+                producer,
+                input_topic,
+                output_topic: config.kafka.output_topic(),
+                dlq_topic: config.kafka.dlq_topic(),
+                same_partition: config.worker.preserve_order,
+                message_max_bytes: clients::message_max_bytes(config),
+                self_acks,
+                produced: AtomicU64::new(0),
+                dead_lettered: AtomicU64::new(0),
+                retried: AtomicU64::new(0),
+            },
+            deliveries: Deliveries {
+                acks: Mutex::new(ack_rx),
+                retries: Mutex::new(retry_rx),
+            },
+            outcomes,
+        })
+    }
+
+    /// The output topic.
+    pub(super) fn topic(&self) -> &str {
+        &self.output_topic
+    }
+
+    /// Records produced, dead-lettered and sent again so far.
+    pub(super) fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.produced.load(Ordering::Relaxed),
+            self.dead_lettered.load(Ordering::Relaxed),
+            self.retried.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Adds records a lane produced to the count.
+    pub(super) fn add_produced(&self, n: u64) {
+        if n > 0 {
+            self.produced.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits up to `timeout` for everything queued to be delivered.
+    pub(super) fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(timeout);
+    }
+
+    fn record<'a>(
+        &'a self,
+        opaque: usize,
+        source: &'a Source<'_>,
+        payload: Option<&'a [u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Record<'a> {
+        let mut record = BaseRecord::with_opaque_to(self.output_topic.as_str(), opaque);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        if let Some(k) = source.key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        if self.same_partition {
+            record = record.partition(source.partition);
+        }
+        record
+    }
+
+    /// Produces `payload` (the enriched record, or the original one copied)
+    /// for `source`, waiting while the producer's queue is full. Returns
+    /// whether it went to the output topic (the caller counts it); a
+    /// record too large to produce is dead-lettered instead, as `original`.
+    pub(super) fn send(
+        &self,
+        opaque: usize,
+        mut source: Source<'_>,
+        payload: Option<&[u8]>,
+        original: Option<&[u8]>,
+    ) -> bool {
+        let headers = source.headers.take();
+        let record = self.record(opaque, &source, payload, headers);
+        let Err(refused) = send_blocking(&self.producer, record) else {
+            return true;
+        };
+        source.headers = refused.headers;
+        let error = self.too_large_error(payload);
+        tracing::warn!(%error, offset = source.offset, "Output too large to produce; dead-lettering the record");
+        self.dead_letter(opaque, &source, original, &error);
+        false
+    }
+
+    /// [`Output::send`] for a lookup task: waits without blocking its
+    /// thread, and counts what it produced itself. Returns whether it went
+    /// to the output topic.
+    pub(super) async fn send_async(
+        &self,
+        opaque: usize,
+        source: Source<'_>,
+        payload: &[u8],
+        original: &[u8],
+    ) -> bool {
+        let headers = source.headers.clone();
+        let record = self.record(opaque, &source, Some(payload), headers);
+        if send_async(&self.producer, record).await.is_ok() {
+            self.produced.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        let error = self.too_large_error(Some(payload));
+        tracing::warn!(%error, offset = source.offset, "Output too large to produce; dead-lettering the record");
+        let record = self.dead_letter_record(opaque, &source, Some(original), &error);
+        if let Err(record) = send_async(&self.producer, record).await
+            && let Err(record) = send_async(&self.producer, without_payload(record)).await
+        {
+            self.give_up(&record);
+        }
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    fn too_large_error(&self, payload: Option<&[u8]>) -> RecordError {
+        RecordError::TooLarge {
+            limit: self.message_max_bytes,
+            size: payload.map_or(0, <[u8]>::len),
+        }
+    }
+
+    /// Sends the original record to the dead-letter topic with why, and
+    /// where it came from; without its payload if that is too large too.
+    pub(super) fn dead_letter(
+        &self,
+        opaque: usize,
+        source: &Source<'_>,
+        original: Option<&[u8]>,
+        error: &RecordError,
+    ) {
+        let record = self.dead_letter_record(opaque, source, original, error);
+        if let Err(record) = send_blocking(&self.producer, record) {
+            tracing::warn!(
+                size = record.payload.map_or(0, <[u8]>::len),
+                "Dead letter too large to produce; sending it without its payload"
+            );
+            if let Err(record) = send_blocking(&self.producer, without_payload(record)) {
+                self.give_up(&record);
+            }
+        }
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The one builder of a dead letter: the original payload and key, the
+    /// reason and the source in headers, then the record's own headers.
+    fn dead_letter_record<'a>(
+        &'a self,
+        opaque: usize,
+        source: &'a Source<'_>,
+        original: Option<&'a [u8]>,
+        error: &RecordError,
+    ) -> Record<'a> {
+        let partition = source.partition.to_string();
+        let offset = source.offset.to_string();
+        let message = error.to_string();
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in [
+            (REASON, error.label()),
+            ("enricher.error", message.as_str()),
+            ("enricher.source.topic", &*self.input_topic),
+            ("enricher.source.partition", partition.as_str()),
+            ("enricher.source.offset", offset.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        if let Some(original) = &source.headers {
+            for h in original.iter() {
+                headers = headers.insert(h);
+            }
+        }
+        let mut record =
+            BaseRecord::with_opaque_to(self.dlq_topic.as_str(), opaque).headers(headers);
+        if let Some(p) = original {
+            record = record.payload(p);
+        }
+        if let Some(k) = source.key {
+            record = record.key(k);
+        }
+        record
+    }
+
+    /// Sends a failed delivery again. `partition` is the input partition of
+    /// its assignment (`None`: an earlier assignment's). A record the
+    /// broker refused as too large is never sent again: an output record is
+    /// dead-lettered in its place, without its payload (the enriched bytes
+    /// are not the original record); a dead letter goes without its payload.
+    pub(super) fn resend(&self, retry: Retry, partition: Option<i32>) {
+        let mut record = BaseRecord::with_opaque_to(retry.topic.as_str(), retry.opaque);
+        if let Some(p) = retry.partition {
+            record = record.partition(p);
+        }
+        if let Some(k) = &retry.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(p) = &retry.payload {
+            record = record.payload(p.as_slice());
+        }
+        if let Some(h) = retry.headers.clone() {
+            record = record.headers(h);
+        }
+        if !retry.too_large {
+            self.retried.fetch_add(1, Ordering::Relaxed);
+            match send_blocking(&self.producer, record) {
+                Ok(()) => return,
+                Err(r) => record = r,
+            }
+        }
+        if record.topic == self.dlq_topic {
+            if let Err(record) = send_blocking(&self.producer, without_payload(record)) {
+                self.give_up(&record);
+            }
+            return;
+        }
+        let (_, offset) = unpack(retry.opaque);
+        let Some(partition) = partition else {
+            tracing::debug!(
+                offset,
+                "A refused record of an earlier assignment; not dead-lettered"
+            );
+            return;
+        };
+        // An output record refused at delivery: counted as produced when it
+        // was sent, it becomes a dead letter, without its payload (the
+        // enriched bytes are not the original record).
+        let _ = self
+            .produced
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+        let source = Source {
+            partition,
+            offset,
+            key: retry.key.as_deref(),
+            headers: record.headers.take(),
+        };
+        let error = RecordError::TooLarge {
+            limit: self.message_max_bytes,
+            size: record.payload.map_or(0, <[u8]>::len),
+        };
+        let dead = self.dead_letter_record(retry.opaque, &source, record.payload, &error);
+        if let Err(dead) = send_blocking(&self.producer, without_payload(dead)) {
+            self.give_up(&dead);
+        }
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A dead letter too large even without its payload (its key and
+    /// headers alone): logged, counted and acknowledged, so the partition
+    /// still moves on.
+    fn give_up(&self, record: &Record<'_>) {
+        metrics::counter!(m::PRODUCE_ERRORS, "error" => "too_large").increment(1);
+        metrics::counter!(m::RECORDS, "outcome" => "dropped").increment(1);
+        let (_, offset) = unpack(record.delivery_opaque);
+        tracing::error!(
+            topic = record.topic,
+            offset,
+            "Dead letter too large even without its payload; dropped"
+        );
+        let _ = self.self_acks.send(record.delivery_opaque);
+    }
+}
+
+/// The one produce error that retrying never fixes.
+fn too_large(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+    )
+}
+
+/// A dead letter too large to produce goes without its payload, whose size
+/// a header keeps: the source headers still say which record it was.
+fn without_payload(mut record: Record<'_>) -> Record<'_> {
+    let size = record.payload.map_or(0, <[u8]>::len).to_string();
+    record.payload = None;
+    let headers = record.headers.take().unwrap_or_default();
+    record.headers = Some(headers.insert(Header {
+        key: PAYLOAD_DROPPED,
+        value: Some(size.as_str()),
+    }));
+    record
+}
+
+/// Sends a record, waiting out a full queue, retrying any other error but
+/// one: a record too large for the producer never goes, so it is handed
+/// back.
+fn send_blocking<'a>(producer: &Producer_, mut record: Record<'a>) -> Result<(), Record<'a>> {
+    let mut waited = 0u32;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((error, r)) if too_large(&error) => return Err(r),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error, r)) => {
+                record = r;
+                waited += 1;
+                if waited % 100 == 1 {
+                    tracing::error!(%error, "Cannot queue a record for produce; retrying");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// [`send_blocking`] for a tokio task.
+async fn send_async<'a>(producer: &Producer_, mut record: Record<'a>) -> Result<(), Record<'a>> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((error, r)) if too_large(&error) => return Err(r),
+            Err((_, r)) => {
+                record = r;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opaques_round_trip() {
+        for (slot, offset) in [
+            (0, 0),
+            (1, 1),
+            (SLOT_MASK, (1 << 44) - 1),
+            (7, 123_456_789_012),
+        ] {
+            assert_eq!(unpack(pack(slot, offset)), (slot, offset));
+        }
+    }
+}
