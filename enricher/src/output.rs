@@ -12,8 +12,6 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::json::write_str;
-
 /// One attribute an enrichment can carry. Its [`Attr::name`] is the suffix of
 /// the output member (`<field>_<name>` in flat naming).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -366,6 +364,58 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
             let _ = write!(out, "{ip}");
         }
     }
+}
+
+/// How each byte is written inside a JSON string: 0 as is, `u` as `\u00XX`,
+/// anything else as a backslash and that letter.
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        table[c] = b'u';
+        c += 1;
+    }
+    table[0x08] = b'b';
+    table[0x0c] = b'f';
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Writes `s` as a JSON string literal (with quotes) to `out`, escaping per
+/// RFC 8259 (`"`, `\`, control characters as `\u00XX` or `\n`, `\t`, ...).
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    write_escaped(out, s);
+    out.push(b'"');
+}
+
+/// Writes the contents of a JSON string literal for `s`, without the quotes.
+pub(crate) fn write_escaped(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let esc = ESCAPE[usize::from(c)];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
+        start = i + 1;
+        if esc == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(c >> 4)]);
+            out.push(HEX[usize::from(c & 0xf)]);
+        } else {
+            out.push(b'\\');
+            out.push(esc);
+        }
+    }
+    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
 }
 
 #[cfg(test)]

@@ -21,8 +21,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::enrich::{Enricher, Ready, Scratch};
+use crate::output::write_str;
+use crate::record::RecordError;
 use crate::record::tsv::{TsvLine, TsvReader};
-use crate::record::{RecordError, json};
 use crate::stats::Snapshot;
 
 impl InputError {
@@ -387,17 +388,17 @@ fn write_reject(
 ) -> io::Result<()> {
     let mut rec = Vec::with_capacity(raw.len() + 128);
     rec.extend_from_slice(b"{\"source\":");
-    json::write_str(&mut rec, source);
+    write_str(&mut rec, source);
     rec.extend_from_slice(b",\"line\":");
     rec.extend_from_slice(itoa::Buffer::new().format(line).as_bytes());
     rec.extend_from_slice(b",\"reason\":");
-    json::write_str(&mut rec, error.label());
+    write_str(&mut rec, error.label());
     rec.extend_from_slice(b",\"error\":");
-    json::write_str(&mut rec, &error.to_string());
+    write_str(&mut rec, &error.to_string());
     match std::str::from_utf8(raw) {
         Ok(text) => {
             rec.extend_from_slice(b",\"raw\":");
-            json::write_str(&mut rec, text);
+            write_str(&mut rec, text);
         }
         Err(_) => {
             rec.extend_from_slice(b",\"raw_base64\":\"");

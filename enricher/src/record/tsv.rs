@@ -7,7 +7,8 @@
 use memchr::{memchr, memchr2, memmem};
 
 use super::RecordError;
-use super::json::{is_number, write_escaped};
+use super::json::is_number;
+use crate::output::write_escaped;
 
 /// What a line fed to [`TsvReader::line`] turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
