@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::dns::PtrOutcome;
 use crate::metrics as m;
+use crate::secrets::mask_secrets;
 
 /// Settings for [`RedisCache::start`]. `Debug` masks the password.
 #[derive(Clone)]
@@ -74,7 +75,7 @@ impl Default for RedisOptions {
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisOptions")
-            .field("url", &crate::config::mask_secrets(&self.url))
+            .field("url", &mask_secrets(&self.url))
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .field("failure_threshold", &self.failure_threshold)
@@ -116,8 +117,7 @@ impl ClientError {
 /// the password.
 pub fn client(opts: &RedisOptions) -> Result<redis::Client, ClientError> {
     use redis::IntoConnectionInfo;
-    let url_error =
-        |e: redis::RedisError| ClientError::Url(crate::config::mask_secrets(&e.to_string()));
+    let url_error = |e: redis::RedisError| ClientError::Url(mask_secrets(&e.to_string()));
     let mut info = opts
         .url
         .as_str()
@@ -157,7 +157,7 @@ pub fn client(opts: &RedisOptions) -> Result<redis::Client, ClientError> {
         ClientError::TlsCa(format!(
             "{}: {}",
             ca_file.display(),
-            crate::config::mask_secrets(&e.to_string())
+            mask_secrets(&e.to_string())
         ))
     })
 }

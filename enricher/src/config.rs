@@ -24,6 +24,8 @@ use crate::geoip::{GeoIpOptions, attr_kind};
 use crate::ip::{Locality, Scope};
 use crate::output::{Attr, Naming};
 use crate::record::json::Limits;
+use crate::secrets::{Secrets, mask_quoted};
+pub use crate::secrets::{is_secret_key, is_secret_property, mask_secrets};
 
 /// A configuration error, naming the key at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +74,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Values read through `${file:...}`, masked wherever the config is shown.
     #[serde(skip)]
-    secrets: interpolate::Secrets,
+    secrets: Secrets,
 }
 
 /// Compression of produced records.
@@ -525,7 +527,7 @@ impl Config {
         let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::new("file", e.message().to_string()))?;
-        let mut secrets = interpolate::Secrets::default();
+        let mut secrets = Secrets::default();
         for (name, value) in overrides {
             let Some(rest) = name.strip_prefix("ENRICHER_") else {
                 continue;
@@ -935,59 +937,6 @@ pub const RESERVED_PROPERTIES: [&str; 6] = [
     "statistics.interval.ms",
 ];
 
-/// True for librdkafka properties whose values are secrets.
-pub fn is_secret_property(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("password")
-        || k.contains("secret")
-        || k.contains("jaas")
-        || k.ends_with(".key.pem")
-        || k.contains("token")
-}
-
-/// True for configuration keys whose values are secrets (`redis.password`,
-/// `kafka.properties.sasl.password`): an error about one never shows its value.
-pub fn is_secret_key(key: &str) -> bool {
-    is_secret_property(key)
-}
-
-/// Replaces every `` `quoted` `` value in a deserializer's message with
-/// `` `***` `` (serde quotes the value it refused that way).
-fn mask_quoted(problem: &str) -> String {
-    let mut out = String::with_capacity(problem.len());
-    let mut parts = problem.split('`');
-    if let Some(first) = parts.next() {
-        out.push_str(first);
-    }
-    for (i, part) in parts.enumerate() {
-        out.push('`');
-        out.push_str(if i % 2 == 0 { "***" } else { part });
-    }
-    out
-}
-
-/// Replaces the password in `scheme://user:password@host` with `***`.
-pub fn mask_secrets(text: &str) -> String {
-    let Some(scheme_end) = text.find("://") else {
-        return text.to_string();
-    };
-    let rest = &text[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return text.to_string();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &text[..scheme_end + 3],
-            &userinfo[..colon],
-            &rest[at..]
-        ),
-        None if !userinfo.is_empty() => format!("{}***{}", &text[..scheme_end + 3], &rest[at..]),
-        None => text.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1312,13 +1261,5 @@ mod tests {
         .validate()
         .expect_err("bad scheme");
         assert!(!e.to_string().contains("pw-9f3"), "{e}");
-    }
-
-    #[test]
-    fn masking() {
-        assert_eq!(mask_secrets("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
-        assert_eq!(mask_secrets("redis://:p@h"), "redis://:***@h");
-        assert_eq!(mask_secrets("redis://tok@h"), "redis://***@h");
-        assert_eq!(mask_secrets("redis://h:1"), "redis://h:1");
     }
 }

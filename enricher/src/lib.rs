@@ -32,5 +32,6 @@ pub mod output;
 pub mod pipe;
 pub mod process;
 pub mod record;
+pub mod secrets;
 pub mod stats;
 pub mod worker;
