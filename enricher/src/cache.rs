@@ -24,6 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::config::{Config, DnsConfig, RedisConfig};
 use crate::dns::PtrOutcome;
 use crate::metrics as m;
 use crate::secrets::mask_secrets;
@@ -57,17 +58,30 @@ pub struct RedisOptions {
 
 impl Default for RedisOptions {
     fn default() -> Self {
+        Self::new(&RedisConfig::default(), &DnsConfig::default())
+    }
+}
+
+impl RedisOptions {
+    /// The options of `[redis]`, when a URL is set: its names are checked
+    /// and capped like those of `[dns]`.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        (!config.redis.url.is_empty()).then(|| Self::new(&config.redis, &config.dns))
+    }
+
+    /// The options of `redis`, whatever its URL, with the name and TTL caps of `dns`.
+    pub fn new(redis: &RedisConfig, dns: &DnsConfig) -> Self {
         Self {
-            url: String::new(),
-            key_prefix: "enr:ptr:".into(),
-            timeout: Duration::from_millis(50),
-            failure_threshold: 3,
-            open_for: Duration::from_secs(2),
-            max_batch: 512,
-            password: None,
-            tls_ca_file: None,
-            max_name_len: 253,
-            max_ttl: Duration::from_secs(86_400),
+            url: redis.url.clone(),
+            key_prefix: redis.key_prefix.clone(),
+            timeout: Duration::from_millis(redis.timeout_ms),
+            failure_threshold: redis.failure_threshold,
+            open_for: Duration::from_millis(redis.open_ms),
+            max_batch: redis.max_batch,
+            password: redis.password.clone(),
+            tls_ca_file: redis.tls_ca_file.clone(),
+            max_name_len: dns.max_name_len,
+            max_ttl: Duration::from_secs(dns.max_ttl_secs),
         }
     }
 }
@@ -160,6 +174,16 @@ pub fn client(opts: &RedisOptions) -> Result<redis::Client, ClientError> {
             mask_secrets(&e.to_string())
         ))
     })
+}
+
+/// Checks that `opts` make a client, as [`client`] does but without reading
+/// `tls_ca_file` (it may exist only where the worker runs).
+pub fn check(opts: &RedisOptions) -> Result<(), ClientError> {
+    let opts = RedisOptions {
+        tls_ca_file: None,
+        ..opts.clone()
+    };
+    client(&opts).map(drop)
 }
 
 /// The circuit breaker's state, exported as a `state` label.
