@@ -34,4 +34,5 @@ pub mod process;
 pub mod record;
 pub mod secrets;
 pub mod stats;
+pub mod telemetry;
 pub mod worker;
