@@ -59,7 +59,7 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group id; every worker of one topic shares it (`--group`).
     pub group_id: String,
-    /// The topic to enrich (`--input-topic`).
+    /// The topic to enrich; `enricher run` needs it (`--input-topic`).
     pub input_topic: String,
     /// Where enriched records go; default `<input_topic>_enr` (`--output-topic`).
     pub output_topic: Option<String>,
@@ -80,9 +80,11 @@ pub struct KafkaConfig {
     /// are (`security.protocol`, `sasl.mechanism`, `sasl.username`,
     /// `ssl.ca.location`, ...). See librdkafka's CONFIGURATION.md.
     pub properties: BTreeMap<String, String>,
-    /// librdkafka properties for the consumer only.
+    /// librdkafka properties for the consumer only (`session.timeout.ms`,
+    /// `auto.offset.reset`, ...).
     pub consumer_properties: BTreeMap<String, String>,
-    /// librdkafka properties for the producer only.
+    /// librdkafka properties for the producer only (`linger.ms`,
+    /// `message.timeout.ms`, ...).
     pub producer_properties: BTreeMap<String, String>,
 }
 
@@ -186,8 +188,9 @@ pub struct WorkerConfig {
     /// records before their offsets are committed and they are released, in milliseconds.
     pub drain_timeout_ms: u64,
     /// On SIGTERM or SIGINT, how long in-flight records may take before the
-    /// final commit and exit, in milliseconds. The Kubernetes termination
-    /// grace period should be a few seconds longer.
+    /// final commit and exit, in milliseconds; when it runs out with records
+    /// undelivered the worker exits 75. The Kubernetes termination grace
+    /// period should be a few seconds longer.
     pub shutdown_grace_ms: u64,
     /// Failed deliveries are sent again after this delay (milliseconds),
     /// doubled while they keep failing, with jitter.
@@ -203,8 +206,9 @@ pub struct WorkerConfig {
     /// dependency is being repaired.
     pub passthrough: bool,
     /// Threads that enrich and produce, fed by the consumer thread in
-    /// batches (each partition always to the same thread). 0: enrich on the
-    /// consumer thread itself.
+    /// batches (each partition always to the same thread, so
+    /// `preserve_order` holds); 0 enriches on the consumer thread itself; at
+    /// most 64. Passthrough always copies on the consumer thread.
     pub enrich_threads: usize,
     /// Bind address of `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`).
     pub metrics_addr: SocketAddr,

@@ -29,12 +29,16 @@ pub enum Scope {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeoIpConfig {
-    /// City or Country database (`GeoIP2-City.mmdb`, `GeoLite2-Country.mmdb`, DB-IP's equivalent). Unset: no location attributes.
+    /// City or Country database (`GeoIP2-City.mmdb`, `GeoLite2-Country.mmdb`,
+    /// DB-IP's equivalent). Unset: no location attributes (`--geoip-city`).
     pub city: Option<PathBuf>,
-    /// ASN database (`GeoLite2-ASN.mmdb`). Unset: no `asn`/`org`.
+    /// ASN database (`GeoLite2-ASN.mmdb`, `GeoIP2-ISP.mmdb`). Unset: no
+    /// `asn`/`org` (`--geoip-asn`).
     pub asn: Option<PathBuf>,
-    /// Attributes written: any of country, country_name, continent, city,
-    /// subdivision, location, timezone, postal (City database), asn, org (ASN database).
+    /// Attributes written, and the only ones decoded: any of `country`,
+    /// `country_name`, `continent`, `city`, `subdivision`, `location`
+    /// (`{"lat":..,"lon":..}`), `timezone`, `postal` (City database), `asn`,
+    /// `org` (ASN database).
     pub attributes: Vec<Attr>,
     /// Which addresses get GeoIP: `all`, `public` or `private`.
     pub scope: Scope,
@@ -64,13 +68,15 @@ impl Default for GeoIpConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DnsConfig {
-    /// Look up PTR names at all.
+    /// Look up PTR names at all (`--no-dns` turns it off).
     pub enabled: bool,
-    /// Upstream nameservers as `host:port`; empty: the system's (`/etc/resolv.conf`).
+    /// Upstream nameservers as `host:port`; empty: the system's
+    /// (`/etc/resolv.conf`) (`--dns-server`, repeatable).
     pub servers: Vec<SocketAddr>,
     /// Time to wait for one answer, in milliseconds.
     pub timeout_ms: u64,
-    /// Retries after a timeout or SERVFAIL (0 sends exactly one query).
+    /// Retries after a timeout or SERVFAIL, each another query upstream (0
+    /// sends exactly one; at most 5).
     pub retries: usize,
     /// Queries in flight per upstream, at most.
     pub max_in_flight: usize,
@@ -86,7 +92,8 @@ pub struct DnsConfig {
     pub skip_cidrs: Vec<IpNet>,
     /// Floor for a positive answer's TTL, in seconds.
     pub min_ttl_secs: u64,
-    /// Ceiling for a positive answer's TTL, in seconds.
+    /// Ceiling for a positive answer's TTL, and for any entry read back from
+    /// Redis (which is shared), in seconds.
     pub max_ttl_secs: u64,
     /// How long NXDOMAIN (and empty answers) stay cached, in seconds.
     pub nxdomain_ttl_secs: u64,
@@ -212,13 +219,16 @@ impl CacheConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS. Empty: no shared cache.
+    /// `redis://[user:password@]host:port/db`, or `rediss://` for TLS.
+    /// Empty: no shared cache (`--redis-url`).
     pub url: String,
     /// Password, used instead of the URL's (no URL escaping needed); for
     /// example `"${file:/run/secrets/redis-password}"`.
     pub password: Option<String>,
     /// PEM file of the CA certificate(s) that signed the server's
     /// certificate, for `rediss://`; trusted instead of the system's roots.
+    /// Read when the worker starts, not by `check-config` (it may exist only
+    /// where the worker runs).
     pub tls_ca_file: Option<PathBuf>,
     /// Prefix of every key the enricher writes.
     pub key_prefix: String,

@@ -12,6 +12,8 @@
 //! builds its parts from it (`DnsOptions::from_config`, ...) and checks what
 //! needs its own types where it is built (`worker::check`).
 
+#[cfg(test)]
+mod doc;
 mod env;
 mod interpolate;
 mod kafka;

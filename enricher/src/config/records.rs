@@ -166,14 +166,16 @@ pub enum Naming {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputConfig {
-    /// `flat` (`"id.resp_h_country":"US"`) or `nested` (`"id.resp_h_enr":{"country":"US"}`).
+    /// `flat` (`"id.resp_h_country":"US"`) or `nested`
+    /// (`"id.resp_h_enr":{"country":"US"}`) (`--naming`).
     pub naming: Naming,
     /// Between field and attribute in flat naming.
     pub separator: String,
     /// Appended to the field name for nested objects and address lists.
     pub nested_suffix: String,
     /// Also write `<field>_tier` (l1, l2, dns, local), `<field>_geo_build`,
-    /// and `<field>_geo_status` / `<field>_ptr_status` saying why a value is missing.
+    /// and `<field>_geo_status` / `<field>_ptr_status` saying why a value
+    /// is missing (`--provenance`).
     pub provenance: bool,
 }
 
@@ -207,10 +209,11 @@ impl OutputConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PipeConfig {
-    /// Records in flight at once (waiting for lookups); output stays in input order.
+    /// Records in flight at once (waiting for lookups); output stays in
+    /// input order (`--concurrency`).
     pub concurrency: usize,
     /// Where rejected records go (JSON lines with file, line, reason and the
-    /// original bytes). Unset: standard error.
+    /// original bytes). Unset: standard error (`--reject`).
     pub reject: Option<PathBuf>,
 }
 
