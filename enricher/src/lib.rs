@@ -127,4 +127,66 @@ mod tests {
         assert!(uses("secrets").is_empty(), "{:?}", uses("secrets"));
         assert!(uses("metrics").is_empty(), "{:?}", uses("metrics"));
     }
+
+    /// Folders that are built, downloaded or generated, never committed
+    /// (`.gitignore`, `fuzz/.gitignore`, Python's caches).
+    const NOT_IN_THE_REPOSITORY: [&str; 9] = [
+        "target",
+        ".git",
+        ".venv",
+        "__pycache__",
+        ".pytest_cache",
+        "node_modules",
+        "fuzz/corpus",
+        "fuzz/artifacts",
+        "fuzz/coverage",
+    ];
+
+    #[test]
+    fn the_readme_layout_names_every_folder() {
+        fn folders(root: &Path, dir: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).expect("readable folder").flatten() {
+                let path = entry.path();
+                if !path.is_dir() {
+                    continue;
+                }
+                let rel = path
+                    .strip_prefix(root)
+                    .expect("under the root")
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if NOT_IN_THE_REPOSITORY.contains(&name.as_str())
+                    || NOT_IN_THE_REPOSITORY.contains(&rel.as_str())
+                {
+                    continue;
+                }
+                out.push(rel);
+                folders(root, &path, out);
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        let layout = readme
+            .split("\n## Layout\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("a Layout section");
+        let named: Vec<&str> = layout
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|t| t.ends_with('/'))
+            .collect();
+        let mut all = Vec::new();
+        folders(&root, &root, &mut all);
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|d| !named.iter().any(|n| n.starts_with(&format!("{d}/"))))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README.md's Layout does not name these folders (as `path/`): {missing:?}"
+        );
+    }
 }
