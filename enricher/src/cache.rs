@@ -24,8 +24,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::config::{Config, DnsConfig, RedisConfig};
 use crate::dns::PtrOutcome;
 use crate::metrics as m;
+use crate::secrets::mask_secrets;
 
 /// Settings for [`RedisCache::start`]. `Debug` masks the password.
 #[derive(Clone)]
@@ -56,17 +58,30 @@ pub struct RedisOptions {
 
 impl Default for RedisOptions {
     fn default() -> Self {
+        Self::new(&RedisConfig::default(), &DnsConfig::default())
+    }
+}
+
+impl RedisOptions {
+    /// The options of `[redis]`, when a URL is set: its names are checked
+    /// and capped like those of `[dns]`.
+    pub fn from_config(config: &Config) -> Option<Self> {
+        (!config.redis.url.is_empty()).then(|| Self::new(&config.redis, &config.dns))
+    }
+
+    /// The options of `redis`, whatever its URL, with the name and TTL caps of `dns`.
+    pub fn new(redis: &RedisConfig, dns: &DnsConfig) -> Self {
         Self {
-            url: String::new(),
-            key_prefix: "enr:ptr:".into(),
-            timeout: Duration::from_millis(50),
-            failure_threshold: 3,
-            open_for: Duration::from_secs(2),
-            max_batch: 512,
-            password: None,
-            tls_ca_file: None,
-            max_name_len: 253,
-            max_ttl: Duration::from_secs(86_400),
+            url: redis.url.clone(),
+            key_prefix: redis.key_prefix.clone(),
+            timeout: Duration::from_millis(redis.timeout_ms),
+            failure_threshold: redis.failure_threshold,
+            open_for: Duration::from_millis(redis.open_ms),
+            max_batch: redis.max_batch,
+            password: redis.password.clone(),
+            tls_ca_file: redis.tls_ca_file.clone(),
+            max_name_len: dns.max_name_len,
+            max_ttl: Duration::from_secs(dns.max_ttl_secs),
         }
     }
 }
@@ -74,7 +89,7 @@ impl Default for RedisOptions {
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisOptions")
-            .field("url", &crate::config::mask_secrets(&self.url))
+            .field("url", &mask_secrets(&self.url))
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .field("failure_threshold", &self.failure_threshold)
@@ -116,8 +131,7 @@ impl ClientError {
 /// the password.
 pub fn client(opts: &RedisOptions) -> Result<redis::Client, ClientError> {
     use redis::IntoConnectionInfo;
-    let url_error =
-        |e: redis::RedisError| ClientError::Url(crate::config::mask_secrets(&e.to_string()));
+    let url_error = |e: redis::RedisError| ClientError::Url(mask_secrets(&e.to_string()));
     let mut info = opts
         .url
         .as_str()
@@ -157,9 +171,19 @@ pub fn client(opts: &RedisOptions) -> Result<redis::Client, ClientError> {
         ClientError::TlsCa(format!(
             "{}: {}",
             ca_file.display(),
-            crate::config::mask_secrets(&e.to_string())
+            mask_secrets(&e.to_string())
         ))
     })
+}
+
+/// Checks that `opts` make a client, as [`client`] does but without reading
+/// `tls_ca_file` (it may exist only where the worker runs).
+pub fn check(opts: &RedisOptions) -> Result<(), ClientError> {
+    let opts = RedisOptions {
+        tls_ca_file: None,
+        ..opts.clone()
+    };
+    client(&opts).map(drop)
 }
 
 /// The circuit breaker's state, exported as a `state` label.

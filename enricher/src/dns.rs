@@ -29,6 +29,7 @@ use hickory_resolver::{ConnectionProvider, PoolContext, Resolver};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::config::DnsConfig;
 use crate::metrics as m;
 
 /// The result of one PTR lookup, as cached and written out.
@@ -114,18 +115,23 @@ pub struct TtlPolicy {
 
 impl Default for TtlPolicy {
     fn default() -> Self {
-        Self {
-            min: Duration::from_secs(300),
-            max: Duration::from_secs(86_400),
-            nxdomain: Duration::from_secs(3_600),
-            servfail: Duration::from_secs(300),
-            timeout: Duration::from_secs(120),
-            over_budget: Duration::from_secs(1),
-        }
+        Self::from_config(&DnsConfig::default())
     }
 }
 
 impl TtlPolicy {
+    /// The TTLs of `[dns]`.
+    pub fn from_config(dns: &DnsConfig) -> Self {
+        Self {
+            min: Duration::from_secs(dns.min_ttl_secs),
+            max: Duration::from_secs(dns.max_ttl_secs),
+            nxdomain: Duration::from_secs(dns.nxdomain_ttl_secs),
+            servfail: Duration::from_secs(dns.servfail_ttl_secs),
+            timeout: Duration::from_secs(dns.timeout_ttl_secs),
+            over_budget: Duration::from_secs(dns.over_budget_ttl_secs),
+        }
+    }
+
     /// The cache lifetime of an outcome.
     pub fn ttl(&self, outcome: &PtrOutcome) -> Duration {
         match outcome {
@@ -164,15 +170,22 @@ pub struct DnsOptions {
 
 impl Default for DnsOptions {
     fn default() -> Self {
+        Self::from_config(&DnsConfig::default())
+    }
+}
+
+impl DnsOptions {
+    /// The resolver's settings from `[dns]` (its TTLs are [`TtlPolicy::from_config`]'s).
+    pub fn from_config(dns: &DnsConfig) -> Self {
         Self {
-            servers: Vec::new(),
-            timeout: Duration::from_millis(1_000),
-            retries: 0,
-            max_in_flight: 64,
-            qps: 100,
-            burst: 50,
-            budget_wait: Duration::from_millis(50),
-            max_name_len: 253,
+            servers: dns.servers.clone(),
+            timeout: Duration::from_millis(dns.timeout_ms),
+            retries: dns.retries,
+            max_in_flight: dns.max_in_flight,
+            qps: dns.qps,
+            burst: dns.burst,
+            budget_wait: Duration::from_millis(dns.budget_wait_ms),
+            max_name_len: dns.max_name_len,
         }
     }
 }

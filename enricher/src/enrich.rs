@@ -12,7 +12,7 @@
 //! `lookup_deadline`; after that it is written without the PTR, marked
 //! `timeout`, while the fill goes on and warms the cache.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +22,7 @@ use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 
 use crate::cache::{L2Read, RedisCache};
+use crate::config::Config;
 use crate::dns::{Dns, PtrOutcome, TtlPolicy};
 use crate::geoip::{GeoIp, GeoStatus};
 use crate::ip::{Locality, Skip, canonical, canonical_bytes};
@@ -34,37 +35,8 @@ use crate::stats::Stats;
 mod front;
 use front::Front;
 
-/// Which fields hold addresses, per log type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldMap {
-    /// The key naming a record's log type (Zeek's `_path`).
-    pub type_key: String,
-    /// Fields of records whose type has no entry in `by_type`.
-    pub default: Vec<String>,
-    /// Fields per log type; replaces `default` for that type.
-    pub by_type: BTreeMap<String, Vec<String>>,
-    /// Fields that hold a list of addresses, written as a list of objects.
-    pub arrays: Vec<String>,
-}
-
-impl Default for FieldMap {
-    fn default() -> Self {
-        Self {
-            type_key: "_path".into(),
-            default: ["id.orig_h", "id.resp_h", "srcip", "dstip"]
-                .map(String::from)
-                .to_vec(),
-            // Zeek's DNS log lists resolved addresses in `answers`.
-            by_type: BTreeMap::from([(
-                "dns".to_string(),
-                ["id.orig_h", "id.resp_h", "answers"]
-                    .map(String::from)
-                    .to_vec(),
-            )]),
-            arrays: vec!["answers".into()],
-        }
-    }
-}
+/// Which fields hold addresses, per log type: `[fields]`, taken as it is.
+pub use crate::config::FieldsConfig as FieldMap;
 
 /// Everything the enrichment core needs to know, built from the config.
 #[derive(Debug, Clone)]
@@ -99,20 +71,31 @@ pub struct EnrichOptions {
 
 impl Default for EnrichOptions {
     fn default() -> Self {
+        Self::from_config(&Config::default())
+    }
+}
+
+impl EnrichOptions {
+    /// The core's options from the sections it reads: `[input]`, `[fields]`,
+    /// `[output]`, the scopes and TTLs of `[geoip]` and `[dns]`, and `[cache]`.
+    pub fn from_config(config: &Config) -> Self {
         Self {
-            fields: FieldMap::default(),
-            naming: Naming::Flat,
-            separator: "_".into(),
-            nested_suffix: "_enr".into(),
-            provenance: false,
-            geo_attrs: vec![Attr::Country, Attr::City, Attr::Asn, Attr::Org],
-            geo_scope: Locality::new(crate::ip::Scope::Public, Vec::new()),
-            dns_scope: Locality::default(),
-            ttl: TtlPolicy::default(),
-            l1_max_entries: 1_000_000,
-            l1_max_bytes: 0,
-            lookup_deadline: Duration::from_millis(1_500),
-            limits: Limits::default(),
+            fields: config.fields.clone(),
+            naming: config.output.naming.clone(),
+            separator: config.output.separator.clone(),
+            nested_suffix: config.output.nested_suffix.clone(),
+            provenance: config.output.provenance,
+            geo_attrs: config.geoip.attributes.clone(),
+            geo_scope: Locality::new(config.geoip.scope, config.geoip.skip_cidrs.clone()),
+            dns_scope: Locality::new(config.dns.scope, config.dns.skip_cidrs.clone()),
+            ttl: TtlPolicy::from_config(&config.dns),
+            l1_max_entries: config.cache.l1_max_entries,
+            l1_max_bytes: config.cache.l1_max_bytes,
+            lookup_deadline: Duration::from_millis(config.cache.lookup_deadline_ms),
+            limits: Limits {
+                max_depth: config.input.max_depth,
+                max_bytes: config.input.max_record_bytes,
+            },
         }
     }
 }
@@ -241,6 +224,31 @@ impl std::fmt::Debug for Enricher {
 /// At most this many distinct IP fields across all log types (a bit mask).
 pub const MAX_FIELDS: usize = 64;
 
+/// Checks that the enricher can track `fields` (at most [`MAX_FIELDS`]
+/// distinct ones), without building it; the problem, for the key `fields`.
+pub fn check_fields(fields: &FieldMap) -> Result<(), String> {
+    field_paths(fields).map(drop)
+}
+
+/// Every field named for addresses, once each, in the order first named.
+fn field_paths(fields: &FieldMap) -> Result<Vec<String>, String> {
+    let mut paths: Vec<String> = Vec::new();
+    let mut add = |field: &String| {
+        if !paths.contains(field) {
+            paths.push(field.clone());
+        }
+    };
+    fields.default.iter().for_each(&mut add);
+    fields.by_type.values().flatten().for_each(&mut add);
+    if paths.len() > MAX_FIELDS {
+        return Err(format!(
+            "{} distinct IP fields named; at most {MAX_FIELDS}",
+            paths.len()
+        ));
+    }
+    Ok(paths)
+}
+
 struct EntryExpiry;
 
 impl moka::Expiry<IpAddr, Arc<Entry>> for EntryExpiry {
@@ -273,20 +281,7 @@ impl Enricher {
         dns: Option<Arc<Dns>>,
         l2: Option<RedisCache>,
     ) -> Result<Arc<Self>, String> {
-        let mut paths: Vec<String> = Vec::new();
-        let mut add = |field: &String| {
-            if !paths.contains(field) {
-                paths.push(field.clone());
-            }
-        };
-        opts.fields.default.iter().for_each(&mut add);
-        opts.fields.by_type.values().flatten().for_each(&mut add);
-        if paths.len() > MAX_FIELDS {
-            return Err(format!(
-                "{} IP fields named; at most {MAX_FIELDS} are supported",
-                paths.len()
-            ));
-        }
+        let paths = field_paths(&opts.fields)?;
         let wanted = Wanted::new(&opts.fields.type_key, &paths);
         let mask_of = |fields: &[String]| {
             fields

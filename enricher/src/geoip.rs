@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use maxminddb::{PathElement, Reader};
 
+use crate::config::GeoIpConfig;
 use crate::metrics as m;
 use crate::output::{Attr, FragmentBuilder};
 
@@ -271,6 +272,27 @@ pub struct GeoIpOptions {
     pub attrs: Vec<Attr>,
     /// Run the reader's full `verify()` when a database is opened.
     pub verify: bool,
+}
+
+impl GeoIpOptions {
+    /// The databases and attributes of `[geoip]`.
+    pub fn from_config(geoip: &GeoIpConfig) -> Self {
+        Self {
+            city: geoip.city.clone(),
+            asn: geoip.asn.clone(),
+            attrs: geoip.attributes.clone(),
+            verify: geoip.verify,
+        }
+    }
+}
+
+/// Checks that every attribute of `geoip.attributes` comes from a GeoIP
+/// database, without opening one; the problem, for the key `geoip.attributes`.
+pub fn check_attributes(attrs: &[Attr]) -> Result<(), String> {
+    match attrs.iter().find(|a| attr_kind(**a).is_none()) {
+        Some(attr) => Err(format!("{:?} is not a GeoIP attribute", attr.name())),
+        None => Ok(()),
+    }
 }
 
 /// The GeoIP databases in use.

@@ -15,7 +15,7 @@ use crate::kafka::Health;
 
 /// How long a gauge may go without an update before the exporter drops it.
 /// Every gauge of the worker is set on the loop's 100 ms tick (see
-/// [`crate::metrics::publish`] and the acker's `publish`), so only the series
+/// [`crate::telemetry::publish`] and the acker's `publish`), so only the series
 /// of a partition this worker no longer owns ever reaches it.
 pub const GAUGE_IDLE: Duration = Duration::from_secs(60);
 

@@ -9,7 +9,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+
+/// Which addresses a lookup applies to: plain data of the configuration.
+pub use crate::config::Scope;
 
 /// Parses one field value into its canonical address, or `None` when the
 /// value is not an address (a hostname in DNS `answers`, `-`, garbage).
@@ -104,19 +106,6 @@ impl Skip {
             Skip::Cidr => "skipped_cidr",
         }
     }
-}
-
-/// Which addresses a lookup applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Scope {
-    /// Every address.
-    #[default]
-    All,
-    /// Only global (public) addresses: the usual choice for GeoIP.
-    Public,
-    /// Only internal addresses: PTR for internal hosts only, say.
-    Private,
 }
 
 /// A lookup's locality rule: a scope plus CIDRs to skip.

@@ -183,7 +183,8 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::CheckConfig { file } => {
-            match Config::load(Some(&file), std::env::vars()).and_then(|c| c.validate().map(|()| c))
+            match Config::load(Some(&file), std::env::vars())
+                .and_then(|c| enricher::worker::check(&c).map(|()| c))
             {
                 Ok(config) => {
                     print!("{}", config.to_masked_toml());
@@ -223,6 +224,7 @@ fn run_worker(args: RunArgs) -> ExitCode {
     }
     if let Err(e) = config
         .validate_run()
+        .and_then(|()| enricher::worker::check(&config))
         .and_then(|()| kafka::check_clients(&config))
     {
         return usage_error(&e);

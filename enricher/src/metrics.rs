@@ -1,8 +1,8 @@
 //! Every metric name and label, in one place. The README's metrics table is
 //! written from this module; keep them in step.
 //!
-//! The hot path counts into plain atomics ([`crate::stats::Stats`]); the
-//! exporter copies them into these names. Histograms and events that happen
+//! The hot path counts into plain atomics (`stats::Stats`); the exporter
+//! copies them into these names (`telemetry`). Histograms and events that happen
 //! per miss, per reload or per commit go straight to the `metrics` facade.
 //!
 //! Three prefixes: `enricher_` for the worker's own series, `acker_` for the
@@ -236,12 +236,6 @@ pub const HELP: [(&str, Kind, &str); 29] = [
     ),
 ];
 
-/// The revision of this build (`ENRICHER_REVISION` when it was compiled).
-const REVISION: &str = match option_env!("ENRICHER_REVISION") {
-    Some(r) => r,
-    None => "unknown",
-};
-
 /// Registers the help text of every series, the worker's and the acker's,
 /// with the installed recorder. Call once after installing it.
 pub fn describe() {
@@ -253,33 +247,6 @@ pub fn describe() {
         }
     }
     acker::metrics::describe();
-}
-
-/// Copies the core's counters into the exporter (absolute values: the
-/// counters only grow), with the process's series. Called on an interval,
-/// not per record. Records by outcome are the Kafka leg's (it counts them
-/// at delivery).
-pub fn publish(enricher: &crate::enrich::Enricher) {
-    let s = enricher.stats().snapshot();
-    metrics::counter!(RECORDS_RECEIVED).absolute(s.records_in);
-    metrics::counter!(PTR_DEADLINE).absolute(s.deadline_hit);
-    metrics::counter!(NOT_AN_ADDRESS).absolute(s.not_an_address);
-    for (tier, result, v) in [
-        ("l1", "hit", s.cache.l1_hits),
-        ("l1", "miss", s.cache.l1_misses),
-        ("l2", "hit", s.cache.l2_hits),
-        ("l2", "miss", s.cache.l2_misses),
-        ("l2", "unavailable", s.cache.l2_unavailable),
-    ] {
-        metrics::counter!(CACHE, "tier" => tier, "result" => result).absolute(v);
-    }
-    enricher.publish_gauges();
-    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => REVISION)
-        .set(1.0);
-    let (entries, bytes) = enricher.l1_size();
-    metrics::gauge!(L1_ENTRIES).set(entries as f64);
-    metrics::gauge!(L1_BYTES).set(bytes as f64);
-    crate::process::publish();
 }
 
 #[cfg(test)]

@@ -10,67 +10,7 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
-
-/// One attribute an enrichment can carry. Its [`Attr::name`] is the suffix of
-/// the output member (`<field>_<name>` in flat naming).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Attr {
-    /// ISO 3166-1 alpha-2 country code, from the City or Country database.
-    Country,
-    /// Country name in English.
-    CountryName,
-    /// Continent code (`EU`, `NA`, ...).
-    Continent,
-    /// City name in English.
-    City,
-    /// ISO code of the first subdivision (state, region).
-    Subdivision,
-    /// `{"lat":..,"lon":..}`, the shape Elasticsearch maps as a `geo_point`.
-    Location,
-    /// IANA time zone.
-    Timezone,
-    /// Postal code.
-    Postal,
-    /// Autonomous system number, from the ASN database.
-    Asn,
-    /// Autonomous system organisation.
-    Org,
-    /// Reverse DNS name (PTR), sanitised.
-    Ptr,
-    /// Provenance: why the GeoIP attributes are missing.
-    GeoStatus,
-    /// Provenance: build time of the GeoIP database that answered.
-    GeoBuild,
-    /// Provenance: why the PTR is missing.
-    PtrStatus,
-    /// Provenance: which tier answered the PTR (`l1`, `l2`, `dns`).
-    Tier,
-}
-
-impl Attr {
-    /// The member-name suffix written to output.
-    pub fn name(self) -> &'static str {
-        match self {
-            Attr::Country => "country",
-            Attr::CountryName => "country_name",
-            Attr::Continent => "continent",
-            Attr::City => "city",
-            Attr::Subdivision => "subdivision",
-            Attr::Location => "location",
-            Attr::Timezone => "timezone",
-            Attr::Postal => "postal",
-            Attr::Asn => "asn",
-            Attr::Org => "org",
-            Attr::Ptr => "ptr",
-            Attr::GeoStatus => "geo_status",
-            Attr::GeoBuild => "geo_build",
-            Attr::PtrStatus => "ptr_status",
-            Attr::Tier => "tier",
-        }
-    }
-}
+pub use crate::config::{Attr, Naming};
 
 /// The JSON-encoded enrichment of one address: a list of attributes with
 /// their values, stored contiguously.
@@ -174,17 +114,6 @@ impl FragmentBuilder {
         self.members.clear();
         fragment
     }
-}
-
-/// How enrichment members are named in output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Naming {
-    /// `"<field><separator><attr>": value` as top-level members
-    /// (`"id.resp_h_country":"US"`), the shape most dashboards expect.
-    Flat,
-    /// One object per address: `"<field><suffix>": {"country":"US", ...}`.
-    Nested,
 }
 
 /// Writes enrichment into records. Built once from the configured fields.

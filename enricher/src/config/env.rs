@@ -39,14 +39,29 @@ pub(super) enum Expected {
 
 /// Asks [`Config`]'s `Deserialize` what it expects at `path`.
 pub(super) fn expected(path: &[String]) -> Expected {
+    probe(path).0
+}
+
+/// The keys of the section at `path` (`[]` for the sections themselves), as
+/// [`Config`]'s `Deserialize` accepts them; empty when `path` is not a
+/// section with named keys (a map takes any key).
+#[cfg(test)]
+pub(super) fn keys(path: &[String]) -> &'static [&'static str] {
+    probe(path).1.unwrap_or_default()
+}
+
+/// What is expected at `path`, and the keys when it is a section.
+fn probe(path: &[String]) -> (Expected, Option<&'static [&'static str]>) {
     let found = Cell::new(None);
+    let keys = Cell::new(None);
     let probe = Probe {
         path,
         found: &found,
+        keys: &keys,
     };
     // The probe always ends in an error: it stops at the leaf.
     let _ = <Config as serde::Deserialize>::deserialize(probe);
-    found.get().unwrap_or(Expected::Unknown)
+    (found.get().unwrap_or(Expected::Unknown), keys.get())
 }
 
 /// Reads `text` for a key that expects `expected`, with the path of the key
@@ -124,6 +139,8 @@ impl de::Error for Stop {
 struct Probe<'a> {
     path: &'a [String],
     found: &'a Cell<Option<Expected>>,
+    /// The field names of the struct at the leaf, when it is one.
+    keys: &'a Cell<Option<&'static [&'static str]>>,
 }
 
 impl Probe<'_> {
@@ -144,6 +161,7 @@ impl Probe<'_> {
                 value: Probe {
                     path: rest,
                     found: self.found,
+                    keys: self.keys,
                 },
             }),
         }
@@ -173,6 +191,7 @@ impl<'de> MapAccess<'de> for OneKey<'_> {
         seed.deserialize(Probe {
             path: self.value.path,
             found: self.value.found,
+            keys: self.value.keys,
         })
     }
 }
@@ -248,9 +267,12 @@ impl<'de> Deserializer<'de> for Probe<'_> {
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         _: &'static str,
-        _: &'static [&'static str],
+        fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Stop> {
+        if self.path.is_empty() {
+            self.keys.set(Some(fields));
+        }
         self.table(visitor)
     }
 

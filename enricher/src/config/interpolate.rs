@@ -12,63 +12,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::ConfigError;
+use crate::secrets::Secrets;
 
 /// Largest file a `${file:...}` reference reads, in bytes: a secret, not a database.
 pub(super) const MAX_FILE_BYTES: u64 = 64 * 1024;
-
-/// Values that must never be shown: the contents of `${file:...}` references.
-///
-/// Not part of the settings: two configurations with the same settings are
-/// equal whatever they were read from, and `Debug` shows only a count.
-#[derive(Clone, Default)]
-pub(super) struct Secrets(Vec<String>);
-
-impl Secrets {
-    /// Replaces every remembered value in `text` with `***`.
-    pub(super) fn mask(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for secret in &self.0 {
-            if !secret.is_empty() && out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "***");
-            }
-        }
-        out
-    }
-
-    /// Remembers a value to mask: a secret set through the environment.
-    pub(super) fn remember(&mut self, value: String) {
-        if !value.is_empty() && !self.0.contains(&value) {
-            self.0.push(value);
-        }
-    }
-
-    /// Masks every remembered value inside every string of `value`.
-    pub(super) fn mask_value(&self, value: &mut toml::Value) {
-        match value {
-            toml::Value::String(s) => *s = self.mask(s),
-            toml::Value::Array(items) => items.iter_mut().for_each(|v| self.mask_value(v)),
-            toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| self.mask_value(v)),
-            _ => {}
-        }
-    }
-
-    /// Whether nothing was read from files.
-    pub(super) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl PartialEq for Secrets {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secrets({} masked)", self.0.len())
-    }
-}
 
 /// Resolves every reference in every string of `table`, in place. An error
 /// names the key (`redis.password`, `fields.default[1]`).
@@ -148,7 +95,7 @@ fn resolve(
     if let Some(path) = reference.strip_prefix("file:") {
         let value = read_secret(Path::new(path))
             .map_err(|problem| format!("${{file:{path}}}: {problem}"))?;
-        secrets.0.push(value.clone());
+        secrets.remember(value.clone());
         return Ok(value);
     }
     let valid = reference
@@ -300,19 +247,5 @@ mod tests {
         t.remove("a");
         let e = table(&mut t, &env(), &mut Secrets::default()).unwrap_err();
         assert_eq!(e.key, "c.d.e.f");
-    }
-
-    #[test]
-    fn masking_reaches_every_string() {
-        let secrets = Secrets(vec!["hunter2".into()]);
-        let mut v: toml::Value = toml::Value::Table(
-            "a = \"x hunter2 y\"\nb = [\"hunter2\"]\n[c]\nd = \"hunter2\"\ne = 3\n"
-                .parse()
-                .unwrap(),
-        );
-        secrets.mask_value(&mut v);
-        let shown = v.to_string();
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert_eq!(shown.matches("***").count(), 3, "{shown}");
     }
 }

@@ -209,7 +209,7 @@ fn client_error(config: &Config, client: &str, error: &KafkaError) -> ConfigErro
         let mut text = text.to_string();
         for (_, props) in &sections {
             for (k, v) in props.iter() {
-                if crate::config::is_secret_property(k) && !v.is_empty() {
+                if crate::secrets::is_secret_property(k) && !v.is_empty() {
                     text = text.replace(v.as_str(), "***");
                 }
             }
@@ -237,7 +237,7 @@ fn client_error(config: &Config, client: &str, error: &KafkaError) -> ConfigErro
                     properties()
                         .filter(|(k, v)| {
                             v.len() >= 3
-                                && !crate::config::is_secret_property(k)
+                                && !crate::secrets::is_secret_property(k)
                                 && message.contains(v.as_str())
                         })
                         .max_by_key(|(_, v)| v.len())

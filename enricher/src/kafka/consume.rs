@@ -161,7 +161,7 @@ impl Loop {
     }
 
     fn publish(&self) {
-        m::publish(&self.enricher);
+        crate::telemetry::publish(&self.enricher);
         self.outcomes.publish();
     }
 

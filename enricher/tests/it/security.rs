@@ -442,7 +442,9 @@ async fn rediss_trusts_the_ca_in_redis_tls_ca_file() {
     let v = enrich(&untrusted.enricher, &conn("10.1.1.1", "10.0.0.1")).await;
     assert!(v["id.orig_h_ptr"].is_string(), "{v}");
     assert!(untrusted.enricher.stats().snapshot().cache.l2_unavailable > 0);
-    let l2 = enricher::cache::RedisCache::start(c.redis_options().unwrap()).unwrap();
+    let l2 =
+        enricher::cache::RedisCache::start(enricher::cache::RedisOptions::from_config(&c).unwrap())
+            .unwrap();
     let _ = l2.get("10.1.1.1".parse().unwrap()).await;
     assert_eq!(l2.state(), CircuitState::Open);
 }

@@ -17,7 +17,7 @@ async fn gauges_set_once_stay_exported_past_the_idle_timeout() {
     let core = build(&c);
     // The worker's loop publishes on its tick; run it for several idle periods.
     for _ in 0..12 {
-        enricher::metrics::publish(&core.enricher);
+        enricher::telemetry::publish(&core.enricher);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let shown = handle.render();

@@ -1,0 +1,233 @@
+//! `[input]`, `[fields]`, `[output]` and `[pipe]`: how records are read,
+//! which of their fields hold addresses, and how the enrichment is written.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, positive};
+
+/// `[input]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputConfig {
+    /// Largest record accepted, in bytes; larger ones are rejected (`too_large`).
+    pub max_record_bytes: usize,
+    /// Deepest JSON nesting accepted; deeper records are rejected (`too_deep`).
+    pub max_depth: usize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            max_record_bytes: 1 << 20,
+            max_depth: 64,
+        }
+    }
+}
+
+impl InputConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        positive("input.max_record_bytes", self.max_record_bytes as u64)?;
+        positive("input.max_depth", self.max_depth as u64)
+    }
+}
+
+/// `[fields]`: which fields hold addresses, per log type. The enricher
+/// takes it as it is (`enrich::FieldMap`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldsConfig {
+    /// The key that names a record's log type (Zeek's `_path`; TSV input takes it from `#path`).
+    pub type_key: String,
+    /// Fields holding addresses, for log types without their own list. Dotted
+    /// paths match both `{"id.orig_h":..}` and `{"id":{"orig_h":..}}`.
+    pub default: Vec<String>,
+    /// Fields per log type (`dns = ["id.orig_h", "id.resp_h", "answers"]`); replaces `default` for that type.
+    pub by_type: BTreeMap<String, Vec<String>>,
+    /// Fields holding a list of addresses, written as `<field><nested_suffix>: [{"ip":..,..}]`.
+    pub arrays: Vec<String>,
+}
+
+impl Default for FieldsConfig {
+    fn default() -> Self {
+        let strings = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Self {
+            type_key: "_path".into(),
+            default: strings(&["id.orig_h", "id.resp_h", "srcip", "dstip"]),
+            // Zeek's DNS log lists resolved addresses in `answers`.
+            by_type: BTreeMap::from([(
+                "dns".to_string(),
+                strings(&["id.orig_h", "id.resp_h", "answers"]),
+            )]),
+            arrays: strings(&["answers"]),
+        }
+    }
+}
+
+impl FieldsConfig {
+    /// Names only: how many fields the enricher can track is its own rule
+    /// (`enrich::check_fields`).
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.type_key.is_empty() {
+            return Err(ConfigError::new("fields.type_key", "must not be empty"));
+        }
+        for (t, fields) in &self.by_type {
+            if fields.iter().any(|f| f.is_empty()) {
+                return Err(ConfigError::new(
+                    format!("fields.by_type.{t}"),
+                    "field names must not be empty",
+                ));
+            }
+        }
+        if self.default.iter().any(|f| f.is_empty()) {
+            return Err(ConfigError::new(
+                "fields.default",
+                "field names must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One attribute an enrichment can carry. Its [`Attr::name`] is the suffix of
+/// the output member (`<field>_<name>` in flat naming).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attr {
+    /// ISO 3166-1 alpha-2 country code, from the City or Country database.
+    Country,
+    /// Country name in English.
+    CountryName,
+    /// Continent code (`EU`, `NA`, ...).
+    Continent,
+    /// City name in English.
+    City,
+    /// ISO code of the first subdivision (state, region).
+    Subdivision,
+    /// `{"lat":..,"lon":..}`, the shape Elasticsearch maps as a `geo_point`.
+    Location,
+    /// IANA time zone.
+    Timezone,
+    /// Postal code.
+    Postal,
+    /// Autonomous system number, from the ASN database.
+    Asn,
+    /// Autonomous system organisation.
+    Org,
+    /// Reverse DNS name (PTR), sanitised.
+    Ptr,
+    /// Provenance: why the GeoIP attributes are missing.
+    GeoStatus,
+    /// Provenance: build time of the GeoIP database that answered.
+    GeoBuild,
+    /// Provenance: why the PTR is missing.
+    PtrStatus,
+    /// Provenance: which tier answered the PTR (`l1`, `l2`, `dns`).
+    Tier,
+}
+
+impl Attr {
+    /// The member-name suffix written to output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attr::Country => "country",
+            Attr::CountryName => "country_name",
+            Attr::Continent => "continent",
+            Attr::City => "city",
+            Attr::Subdivision => "subdivision",
+            Attr::Location => "location",
+            Attr::Timezone => "timezone",
+            Attr::Postal => "postal",
+            Attr::Asn => "asn",
+            Attr::Org => "org",
+            Attr::Ptr => "ptr",
+            Attr::GeoStatus => "geo_status",
+            Attr::GeoBuild => "geo_build",
+            Attr::PtrStatus => "ptr_status",
+            Attr::Tier => "tier",
+        }
+    }
+}
+
+/// How enrichment members are named in output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Naming {
+    /// `"<field><separator><attr>": value` as top-level members
+    /// (`"id.resp_h_country":"US"`), the shape most dashboards expect.
+    Flat,
+    /// One object per address: `"<field><suffix>": {"country":"US", ...}`.
+    Nested,
+}
+
+/// `[output]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputConfig {
+    /// `flat` (`"id.resp_h_country":"US"`) or `nested`
+    /// (`"id.resp_h_enr":{"country":"US"}`) (`--naming`).
+    pub naming: Naming,
+    /// Between field and attribute in flat naming.
+    pub separator: String,
+    /// Appended to the field name for nested objects and address lists.
+    pub nested_suffix: String,
+    /// Also write `<field>_tier` (l1, l2, dns, local), `<field>_geo_build`,
+    /// and `<field>_geo_status` / `<field>_ptr_status` saying why a value
+    /// is missing (`--provenance`).
+    pub provenance: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            naming: Naming::Flat,
+            separator: "_".into(),
+            nested_suffix: "_enr".into(),
+            provenance: false,
+        }
+    }
+}
+
+impl OutputConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.separator.is_empty() {
+            return Err(ConfigError::new("output.separator", "must not be empty"));
+        }
+        if self.nested_suffix.is_empty() {
+            return Err(ConfigError::new(
+                "output.nested_suffix",
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[pipe]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipeConfig {
+    /// Records in flight at once (waiting for lookups); output stays in
+    /// input order (`--concurrency`).
+    pub concurrency: usize,
+    /// Where rejected records go (JSON lines with file, line, reason and the
+    /// original bytes). Unset: standard error (`--reject`).
+    pub reject: Option<PathBuf>,
+}
+
+impl Default for PipeConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4_096,
+            reject: None,
+        }
+    }
+}
+
+impl PipeConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        positive("pipe.concurrency", self.concurrency as u64)
+    }
+}
