@@ -33,4 +33,5 @@ pub mod pipe;
 pub mod process;
 pub mod record;
 pub mod stats;
+pub mod status;
 pub mod worker;
