@@ -34,6 +34,7 @@ pub mod process;
 pub mod record;
 pub mod secrets;
 pub mod stats;
+pub mod status;
 pub mod telemetry;
 pub mod worker;
 

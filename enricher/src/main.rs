@@ -59,6 +59,115 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// For every topic with an `_enr` output: lag in records and seconds,
+    /// rates and dead letters, read from the brokers alone.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// Bootstrap brokers, `host:port[,host:port]`.
+    #[arg(long)]
+    brokers: String,
+    /// A librdkafka property for the clients (TLS, SASL), repeatable.
+    #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// Only input topics whose whole name matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    topics: Option<String>,
+    /// The consumer group of a topic's workers; `{topic}` is its name (the
+    /// chart's default).
+    #[arg(long, default_value = "enricher-{topic}")]
+    group_template: String,
+    /// Refresh every SECS seconds, like `top`, with rates since the last one.
+    #[arg(long, value_name = "SECS")]
+    watch: Option<f64>,
+    /// One JSON object per refresh, for scripts.
+    #[arg(long)]
+    json: bool,
+    /// Exit 1 when any topic's lag in seconds is over this.
+    #[arg(long, value_name = "SECS")]
+    max_lag_secs: Option<f64>,
+    /// Mark a partition stalled when its commits stand still this long
+    /// although it has lag (seen between refreshes).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    stall_secs: f64,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
+}
+
+/// `enricher status`: one snapshot (exit 1 when a topic is over
+/// `--max-lag-secs`), or a refresh every `--watch` seconds until stopped.
+fn run_status(args: StatusArgs) -> ExitCode {
+    let topics = match args
+        .topics
+        .as_deref()
+        .map(|t| regex::Regex::new(&format!("^(?:{t})$")))
+    {
+        None => None,
+        Some(Ok(re)) => Some(re),
+        Some(Err(e)) => {
+            eprintln!("enricher: --topics: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let watch = match args.watch {
+        Some(s) if !(s.is_finite() && s > 0.0) => {
+            eprintln!("enricher: --watch: must be a positive number of seconds");
+            return ExitCode::from(EX_USAGE);
+        }
+        w => w.map(std::time::Duration::from_secs_f64),
+    };
+    let opts = enricher::status::StatusOptions {
+        brokers: args.brokers,
+        properties: args.properties.into_iter().collect(),
+        topics,
+        group_template: args.group_template,
+        stall_after: std::time::Duration::from_secs_f64(args.stall_secs.max(0.0)),
+    };
+    let mut status = match enricher::status::Status::new(opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("enricher: {e:#}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    loop {
+        let snapshot = match status.refresh() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("enricher: {e:#}");
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        };
+        if args.json {
+            match serde_json::to_string(&snapshot) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("enricher: {e}"),
+            }
+        } else {
+            if watch.is_some() {
+                // Like `top`: the table redrawn in place.
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", snapshot.table());
+        }
+        let Some(every) = watch else {
+            let over = args
+                .max_lag_secs
+                .is_some_and(|max| snapshot.max_lag_seconds() > max);
+            return if over {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        };
+        std::thread::sleep(every);
+    }
 }
 
 /// Flags shared by every command that enriches; each overrides a config key.
@@ -195,6 +304,7 @@ fn main() -> ExitCode {
         }
         Command::Pipe(args) => run_pipe(args),
         Command::Run(args) => run_worker(args),
+        Command::Status(args) => run_status(args),
     }
 }
 

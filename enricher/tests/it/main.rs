@@ -14,6 +14,7 @@ mod kafka;
 mod pipe;
 mod records;
 mod security;
+mod status;
 mod tansu;
 mod telemetry;
 
