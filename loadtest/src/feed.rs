@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientContext;
+use rdkafka::Message as _;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -33,6 +34,28 @@ pub struct Stream {
     /// Partitions of the topic: records go round-robin over them, so no
     /// partition outgrows the mock cluster's 5 MiB (0: the producer's choice).
     pub partitions: i32,
+}
+
+/// How each record is tagged so that it can be counted at the other end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Tag {
+    /// Three headers: run id, sequence number, send time.
+    #[default]
+    Headers,
+    /// The key `<run id>:<seq>`, no headers: tansu 0.6.0 serves records
+    /// with headers so slowly (about a millisecond per record of three
+    /// headers in a fetch) that a run of tens of thousands stalls.
+    Key,
+}
+
+/// How the feed's producer is set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FeedSettings<'a> {
+    /// librdkafka properties on top of the feed's own (`linger.ms=5`,
+    /// batches of up to 10,000 records, the idempotent producer).
+    pub producer_properties: &'a [(&'a str, &'a str)],
+    /// How records are tagged.
+    pub tag: Tag,
 }
 
 /// How fast to send.
@@ -88,6 +111,48 @@ impl Deliveries {
     }
 }
 
+/// When each record of one topic was handed to the producer and when it was
+/// in the input topic, Unix µs (0: not yet known).
+#[derive(Debug)]
+pub struct RecordTimes {
+    /// When the feed handed it to its producer.
+    pub sent_us: Vec<AtomicU64>,
+    /// When it was in the input topic: its log-append time where the broker
+    /// stamps it (see [`Progress::timed`]), else the time the producer's
+    /// delivery report said the broker had it.
+    pub in_topic_us: Vec<AtomicU64>,
+}
+
+impl RecordTimes {
+    fn new(records: usize) -> Self {
+        Self {
+            sent_us: (0..records).map(|_| AtomicU64::new(0)).collect(),
+            in_topic_us: (0..records).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// `in_topic_us - sent_us` of every record with both, ms: the feed's
+    /// own producer queue and the broker's answer.
+    pub fn queue_ms(&self) -> Vec<f32> {
+        self.sent_us
+            .iter()
+            .zip(&self.in_topic_us)
+            .filter_map(|(s, i)| {
+                let (s, i) = (s.load(Ordering::Relaxed), i.load(Ordering::Relaxed));
+                (s > 0 && i > 0).then(|| (i as f64 - s as f64).max(0.0) as f32 / 1000.0)
+            })
+            .collect()
+    }
+
+    /// The in-topic times as plain numbers.
+    pub fn in_topic(&self) -> Vec<u64> {
+        self.in_topic_us
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
 /// What the feeder has done so far; shared with the progress display.
 #[derive(Debug)]
 pub struct Progress {
@@ -99,6 +164,12 @@ pub struct Progress {
     pub newest_sent_us: Vec<AtomicU64>,
     /// Set when every record has been sent and acknowledged or refused.
     pub done: AtomicBool,
+    /// Per topic, per record: when it was sent and when it was in the input
+    /// topic (empty unless made by [`Progress::timed`]).
+    pub times: Vec<RecordTimes>,
+    /// Take a delivery report's timestamp as the record's time in the topic
+    /// when the broker says it is a log-append time.
+    log_append_time: bool,
 }
 
 impl Progress {
@@ -109,7 +180,41 @@ impl Progress {
             deliveries: Deliveries::default(),
             newest_sent_us: (0..topics).map(|_| AtomicU64::new(0)).collect(),
             done: AtomicBool::new(false),
+            times: Vec::new(),
+            log_append_time: false,
         })
+    }
+
+    /// Progress that also notes each record's times, for topics of
+    /// `records` records each. With `log_append_time` (the broker was seen
+    /// to stamp records, [`crate::cluster::Cluster::honours_log_append_time`])
+    /// a record is in the topic at the log-append time its delivery report
+    /// carries; without it, when the delivery report came (the broker had
+    /// appended it by then; a consumer may have read it a little earlier).
+    pub fn timed(records: &[usize], log_append_time: bool) -> Arc<Self> {
+        Arc::new(Self {
+            sent: AtomicU64::new(0),
+            deliveries: Deliveries::default(),
+            newest_sent_us: records.iter().map(|_| AtomicU64::new(0)).collect(),
+            done: AtomicBool::new(false),
+            times: records.iter().map(|&n| RecordTimes::new(n)).collect(),
+            log_append_time,
+        })
+    }
+
+    fn note_delivery(&self, result: &DeliveryResult<'_>, (topic, seq): (usize, u64)) {
+        let (Ok(msg), Some(times)) = (result, self.times.get(topic)) else {
+            return;
+        };
+        let at = match msg.timestamp() {
+            rdkafka::Timestamp::LogAppendTime(ms) if self.log_append_time && ms > 0 => {
+                ms as u64 * 1000
+            }
+            _ => now_us(),
+        };
+        if let Some(slot) = times.in_topic_us.get(seq as usize) {
+            slot.store(at, Ordering::Relaxed);
+        }
     }
 }
 
@@ -123,6 +228,7 @@ impl ProducerContext for Context {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        self.progress.note_delivery(result, unpack(opaque));
         self.progress.deliveries.record(result, unpack(opaque));
     }
 }
@@ -191,23 +297,64 @@ pub fn feed(
     progress: &Arc<Progress>,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let producer: ThreadedProducer<Context> = cluster
-        .client_config()
+    feed_with(
+        cluster,
+        run_id,
+        streams,
+        order,
+        pace,
+        progress,
+        stop,
+        &FeedSettings::default(),
+    )
+}
+
+/// [`feed`] with the producer set up and the records tagged as `settings`
+/// say.
+///
+/// # Errors
+///
+/// When the producer cannot be created.
+#[allow(clippy::too_many_arguments)]
+pub fn feed_with(
+    cluster: &Cluster,
+    run_id: &str,
+    streams: &[Stream],
+    order: &[(u16, u32)],
+    pace: Pace,
+    progress: &Arc<Progress>,
+    stop: &AtomicBool,
+    settings: &FeedSettings<'_>,
+) -> anyhow::Result<()> {
+    let mut client = cluster.client_config();
+    client
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "500000")
         .set("queue.buffering.max.kbytes", "1048576")
         .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "300000")
-        .create_with_context(Context {
-            progress: Arc::clone(progress),
-        })?;
+        .set("message.timeout.ms", "300000");
+    for (k, v) in settings.producer_properties {
+        client.set(*k, *v);
+    }
+    let producer: ThreadedProducer<Context> = client.create_with_context(Context {
+        progress: Arc::clone(progress),
+    })?;
+    // Connected before the clock starts: the first records of a paced feed
+    // would otherwise wait out the connection (and the idempotent
+    // producer's id) in the queue.
+    for stream in streams {
+        let _ = producer
+            .client()
+            .fetch_metadata(Some(&stream.topic), Duration::from_secs(10));
+    }
     let start = Instant::now();
     let first_ts = order
         .first()
         .and_then(|&(t, i)| streams[t as usize].ts[i as usize])
         .unwrap_or(0.0);
     let mut seq_text = itoa_buf();
+    let mut key_text = String::with_capacity(64);
     for (n, &(t, i)) in order.iter().enumerate() {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -231,23 +378,35 @@ pub fn feed(
         let stream = &streams[t as usize];
         let sent = now_us();
         let seq = u64::from(i);
-        let headers = OwnedHeaders::new_with_capacity(3)
-            .insert(Header {
-                key: RUN_HEADER,
-                value: Some(run_id),
-            })
-            .insert(Header {
-                key: SEQ_HEADER,
-                value: Some(seq_text.format(seq)),
-            })
-            .insert(Header {
-                key: SENT_HEADER,
-                value: Some(&sent.to_string()),
-            });
         let mut record =
-            BaseRecord::<(), [u8], usize>::with_opaque_to(&stream.topic, pack(t as usize, seq))
-                .payload(stream.records[i as usize].as_slice())
-                .headers(headers);
+            BaseRecord::<[u8], [u8], usize>::with_opaque_to(&stream.topic, pack(t as usize, seq))
+                .payload(stream.records[i as usize].as_slice());
+        match settings.tag {
+            Tag::Headers => {
+                record = record.headers(
+                    OwnedHeaders::new_with_capacity(3)
+                        .insert(Header {
+                            key: RUN_HEADER,
+                            value: Some(run_id),
+                        })
+                        .insert(Header {
+                            key: SEQ_HEADER,
+                            value: Some(seq_text.format(seq)),
+                        })
+                        .insert(Header {
+                            key: SENT_HEADER,
+                            value: Some(&sent.to_string()),
+                        }),
+                );
+            }
+            Tag::Key => {
+                key_text.clear();
+                key_text.push_str(run_id);
+                key_text.push(':');
+                key_text.push_str(seq_text.format(seq));
+                record = record.key(key_text.as_bytes());
+            }
+        }
         if stream.partitions > 0 {
             record = record.partition((i % stream.partitions as u32) as i32);
         }
@@ -263,6 +422,13 @@ pub fn feed(
         }
         progress.sent.fetch_add(1, Ordering::Relaxed);
         progress.newest_sent_us[t as usize].fetch_max(sent, Ordering::Relaxed);
+        if let Some(slot) = progress
+            .times
+            .get(t as usize)
+            .and_then(|times| times.sent_us.get(i as usize))
+        {
+            slot.store(sent, Ordering::Relaxed);
+        }
     }
     while producer.in_flight_count() > 0 && !stop.load(Ordering::Relaxed) {
         let _ = producer.flush(Duration::from_millis(200));

@@ -12,7 +12,9 @@
 //!
 //! Workers are built and run through the enricher's public API
 //! ([`enricher::worker::build`], [`enricher::kafka::run`]), exactly as the
-//! `enricher run` binary does.
+//! `enricher run` binary does; `bench` and `soak` run that binary itself as
+//! a child process ([`process`]), so that its CPU and memory are its own,
+//! and `bench` runs the Python peer beside it ([`peer`]).
 
 #![forbid(unsafe_code)]
 
@@ -22,7 +24,9 @@ pub mod demo;
 pub mod feed;
 pub mod fleet;
 pub mod geo;
+pub mod peer;
 pub mod plot;
+pub mod process;
 pub mod report;
 pub mod run;
 pub mod soak;

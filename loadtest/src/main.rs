@@ -39,7 +39,8 @@ enum Command {
     /// Replays recorded Zeek logs (JSON or TSV, plain or gzip) through a
     /// cluster and counts every record at the other end.
     Replay(ReplayArgs),
-    /// Benchmarks passthrough, warm and cold enrichment on the same broker and data.
+    /// Benchmarks passthrough, warm and cold enrichment and the Python peer
+    /// on the same broker (embedded, tansu or yours) and data.
     Bench(BenchArgs),
     /// Writes synthetic Zeek conn, dns and ssl logs.
     Gen(GenArgs),
@@ -177,7 +178,35 @@ struct BenchArgs {
     /// Benchmark recorded Zeek logs from this directory instead of synthetic ones.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Rounds of passthrough, warm and cold (the report takes the median).
+    /// The broker to start: `mock` (librdkafka's mock cluster in this
+    /// process) or `tansu` (the installed tansu, a process of its own).
+    #[arg(long, default_value = "mock", conflicts_with = "brokers")]
+    broker: BrokerKind,
+    /// Run against this cluster instead of starting one.
+    #[arg(long, value_name = "HOST:PORT")]
+    brokers: Option<String>,
+    /// librdkafka property for every client, worker and peer included (TLS,
+    /// SASL), repeatable: `key=value`.
+    #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property, requires = "brokers")]
+    properties: Vec<(String, String)>,
+    /// Partitions of every topic (default: from the data size on the mock
+    /// cluster, 8 elsewhere).
+    #[arg(long)]
+    partitions: Option<i32>,
+    /// The `enricher` binary the worker runs as (default: the one next to
+    /// this binary).
+    #[arg(long, value_name = "PATH")]
+    enricher: Option<PathBuf>,
+    /// The Python for the peer pass, with confluent-kafka and maxminddb
+    /// (default: $ENRICHER_PEER_PYTHON, else .venv/bin/python).
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// An environment variable for every worker process, repeatable
+    /// (`ENRICHER_KAFKA__CONSUMER_PROPERTIES__FETCH.WAIT.MAX.MS=10`): a
+    /// setting to try without editing anything.
+    #[arg(long = "worker-env", value_name = "KEY=VALUE", value_parser = parse_property)]
+    worker_env: Vec<(String, String)>,
+    /// Rounds of the modes (the report takes the median).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// The worker's DNS budget, queries per second.
@@ -186,12 +215,20 @@ struct BenchArgs {
     /// The worker's DNS burst.
     #[arg(long, default_value_t = 50)]
     dns_burst: u32,
-    /// Seconds of the paced latency phase.
+    /// Seconds of each paced latency phase.
     #[arg(long, default_value_t = 5.0)]
     latency_secs: f64,
-    /// Modes to run in each round (ratios need passthrough; one mode alone
-    /// is for profiling).
-    #[arg(long, value_delimiter = ',', default_value = "passthrough,warm,cold")]
+    /// Records per second of the paced phases instead of half the rates
+    /// measured (with `--rounds 0`: only the paced phases, to try settings).
+    #[arg(long)]
+    latency_rate: Option<f64>,
+    /// Modes to run in each round (ratios need passthrough, the peer's
+    /// warm; one mode alone is for profiling).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "passthrough,warm,cold,peer"
+    )]
     modes: Vec<bench::Mode>,
     #[command(flatten)]
     output: OutputArgs,
@@ -283,6 +320,15 @@ struct SoakArgs {
     /// Print the report as one JSON object on standard output.
     #[arg(long)]
     json: bool,
+}
+
+/// The brokers `loadtest bench` can start itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BrokerKind {
+    /// librdkafka's mock cluster, in this process.
+    Mock,
+    /// tansu, an independent Kafka-compatible broker, as a child process.
+    Tansu,
 }
 
 fn parse_property(text: &str) -> Result<(String, String), String> {
@@ -430,18 +476,53 @@ fn bench_cmd(args: BenchArgs) -> anyhow::Result<bool> {
             }
             all
         }
-        // 600,000 records make passes of 3-6 s: long enough that one record
-        // waiting a DNS timeout (1 s) at the end, or the first fetches'
-        // ramp, does not decide the figure.
-        None => loadtest::one_set(synth::generate(&args.spec.spec(600_000, 2_000))),
+        // On the mock cluster 600,000 records make passes of 3-6 s: long
+        // enough that one record waiting a DNS timeout (1 s) at the end, or
+        // the first fetches' ramp, does not decide the figure. A real broker
+        // moves a tenth of that: 200,000 records make passes of 8-20 s.
+        None => {
+            let records = if args.brokers.is_none() && args.broker == BrokerKind::Mock {
+                600_000
+            } else {
+                200_000
+            };
+            loadtest::one_set(synth::generate(&args.spec.spec(records, 2_000)))
+        }
+    };
+    let broker = match (&args.brokers, args.broker) {
+        (Some(brokers), _) => bench::Broker::External {
+            brokers: brokers.clone(),
+            properties: args.properties.iter().cloned().collect(),
+        },
+        (None, BrokerKind::Mock) => bench::Broker::Mock,
+        (None, BrokerKind::Tansu) => bench::Broker::Tansu,
+    };
+    let enricher = match args.enricher {
+        Some(path) => path,
+        None => loadtest::process::enricher_beside_me()?,
+    };
+    let python = if args.modes.contains(&bench::Mode::Peer) {
+        loadtest::peer::find_python(args.python.as_deref())
+    } else {
+        Err("not asked for (--modes)".to_string())
     };
     let summary = bench::run(&BenchOptions {
         data,
-        rounds: args.rounds.max(1),
+        rounds: if args.latency_rate.is_some() {
+            args.rounds
+        } else {
+            args.rounds.max(1)
+        },
         dns_qps: args.dns_qps,
         dns_burst: args.dns_burst,
         latency_secs: args.latency_secs,
+        latency_rate: args.latency_rate,
         modes: args.modes,
+        broker,
+        partitions: args.partitions,
+        enricher,
+        python,
+        worker_env: args.worker_env,
     })?;
     if args.output.json {
         println!("{}", serde_json::to_string(&summary)?);

@@ -134,7 +134,9 @@ pub struct Summary {
     pub duplicates: u64,
     /// Records dead-lettered.
     pub dead_lettered: u64,
-    /// End-to-end latency: output timestamp minus send time.
+    /// End-to-end latency: output timestamp minus the time the record was
+    /// in the input topic (when the feed's delivery report said the broker
+    /// had it; the feed's own queue is left out).
     pub latency_ms: Percentiles,
     /// Cache hit ratios (in-process workers only).
     pub cache: CacheRatios,
@@ -170,14 +172,7 @@ pub fn rss_mb() -> f64 {
 /// Read from `/proc/self/stat` in clock ticks of `USER_HZ`, which Linux
 /// fixes at 100 on every architecture it exports it to user space.
 pub fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name may hold spaces and parentheses: fields are counted
-    // from the last ')'. utime and stime are fields 14 and 15.
-    let rest = stat.get(stat.rfind(')')? + 1..)?;
-    let mut fields = rest.split_ascii_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
+    crate::process::cpu_seconds(None)
 }
 
 fn proc_status_kb(key: &str) -> Option<u64> {

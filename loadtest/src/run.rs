@@ -148,8 +148,11 @@ pub fn execute(cluster: &Cluster, plan: Plan<'_>) -> anyhow::Result<(Summary, Ta
             expect_geo: set.expect_geo.clone(),
         })
         .collect();
-    let watcher = Watcher::start(cluster, &run_id, expect)?;
-    let progress = Progress::new(streams.len());
+    let watcher = Watcher::start_timed(cluster, &run_id, expect)?;
+    let progress = Progress::timed(
+        &streams.iter().map(|s| s.records.len()).collect::<Vec<_>>(),
+        false,
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let order = feed::send_order(&streams, plan.pace);
     let total: u64 = order.len() as u64;
@@ -266,7 +269,9 @@ pub fn execute(cluster: &Cluster, plan: Plan<'_>) -> anyhow::Result<(Summary, Ta
     fleet.stop()?;
     // Anything a stopping worker sent again shows up as a duplicate.
     std::thread::sleep(Duration::from_millis(500));
-    let mut tally = watcher.finish();
+    let tally = watcher.finish();
+    let in_topic: Vec<Vec<u64>> = progress.times.iter().map(|t| t.in_topic()).collect();
+    let mut latencies = tally.latencies_from(&in_topic);
     let refused_list = progress.deliveries.refused();
     let lost: u64 = tally.missing(&refused_list).iter().sum();
     let elapsed_s = tally
@@ -293,7 +298,7 @@ pub fn execute(cluster: &Cluster, plan: Plan<'_>) -> anyhow::Result<(Summary, Ta
         lost,
         duplicates: tally.topics.iter().map(|t| t.duplicates).sum(),
         dead_lettered: tally.topics.iter().map(|t| t.dead_lettered).sum(),
-        latency_ms: Percentiles::of(&mut tally.latencies_ms),
+        latency_ms: Percentiles::of(&mut latencies),
         cache: CacheRatios::from(&stats),
         dns: DnsFigures {
             queries: dns_total,

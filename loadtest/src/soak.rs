@@ -17,8 +17,7 @@
 //! go round-robin over [`SoakOptions::partitions`] partitions so that each
 //! partition's backlog stays far below that.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +37,8 @@ use serde::Serialize;
 use crate::cluster::{Cluster, LagProbe};
 use crate::feed::{self, Deliveries, RUN_HEADER, SENT_HEADER, SEQ_HEADER};
 use crate::fleet;
+pub use crate::process::{check_binary, enricher_beside_me, worker_config_toml};
+use crate::process::{free_addr, http_get, metric, proc_status_mb};
 use crate::report::{Percentiles, thousands};
 use crate::synth::{self, Spec};
 use crate::watch::{Expect, Watcher};
@@ -252,34 +253,6 @@ impl SoakSummary {
     }
 }
 
-/// The `enricher` binary next to the running executable (both are built
-/// into `target/<profile>/`).
-///
-/// # Errors
-///
-/// When it is not there.
-pub fn enricher_beside_me() -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe().context("finding loadtest's own executable")?;
-    let path = me.with_file_name(format!("enricher{}", std::env::consts::EXE_SUFFIX));
-    check_binary(&path)?;
-    Ok(path)
-}
-
-/// Fails with what to do when `path` is not a file.
-///
-/// # Errors
-///
-/// When it is not a file.
-pub fn check_binary(path: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        path.is_file(),
-        "the enricher binary {} does not exist: build it beside loadtest with \
-         `cargo build --release -p enricher -p loadtest`, or pass --enricher PATH",
-        path.display()
-    );
-    Ok(())
-}
-
 /// Bursts of `burst` plus `idle` that fill `duration`, at least one.
 pub fn burst_count(duration: Duration, burst: Duration, idle: Duration) -> usize {
     let cycle = (burst + idle).as_secs_f64().max(1e-3);
@@ -301,15 +274,6 @@ pub fn slope_per_hour(points: &[(f64, f64)]) -> f64 {
         den += (t - mean_t) * (t - mean_t);
     }
     if den <= 0.0 { 0.0 } else { num / den * 3600.0 }
-}
-
-/// `config` as the TOML file `enricher run --config` reads.
-///
-/// # Errors
-///
-/// When a value has no TOML form.
-pub fn worker_config_toml(config: &Config) -> anyhow::Result<String> {
-    toml::to_string(config).context("writing the worker's config as TOML")
 }
 
 /// Runs the soak and returns its report.
@@ -607,48 +571,6 @@ fn human(d: Duration) -> String {
     } else {
         format!("{s:.0} s")
     }
-}
-
-/// A free port on 127.0.0.1 (bound, read, released).
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// A value from `/proc/<pid>/status` in MiB (`pid` `None`: this process).
-fn proc_status_mb(pid: Option<u32>, key: &str) -> Option<f64> {
-    let path = pid.map_or_else(
-        || "/proc/self/status".to_string(),
-        |p| format!("/proc/{p}/status"),
-    );
-    let status = std::fs::read_to_string(path).ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    let kb: u64 = line[key.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb as f64 / 1024.0)
-}
-
-/// One `GET` over HTTP/1.0: the status code and the body.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-/// The value of the first sample of `name` carrying every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .find(|l| labels.iter().all(|want| l.contains(want)))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// The worker under test, running.

@@ -73,6 +73,9 @@ pub struct Tally {
     /// The first enriched record with GeoIP members, as a sample.
     pub sample: Option<String>,
     seen: Vec<Vec<u8>>,
+    /// Per topic, per record: the output timestamp of its first copy out,
+    /// Unix ms (0: not seen); empty unless started by [`Watcher::start_timed`].
+    out_ms: Vec<Vec<i64>>,
 }
 
 impl Tally {
@@ -99,6 +102,22 @@ impl Tally {
     pub fn total_out(&self) -> u64 {
         self.topics.iter().map(|t| t.out + t.dead_lettered).sum()
     }
+
+    /// End-to-end latency of every record seen whose time in the input
+    /// topic is known, ms: its first output record's timestamp minus
+    /// `in_topic_us[topic][seq]` (Unix µs, 0 for unknown). Empty unless the
+    /// watcher was started with [`Watcher::start_timed`].
+    pub fn latencies_from(&self, in_topic_us: &[Vec<u64>]) -> Vec<f32> {
+        let mut l = Vec::new();
+        for (outs, ins) in self.out_ms.iter().zip(in_topic_us) {
+            for (&out, &at) in outs.iter().zip(ins) {
+                if out != 0 && at != 0 {
+                    l.push((out as f64 - at as f64 / 1000.0).max(0.0) as f32);
+                }
+            }
+        }
+        l
+    }
 }
 
 /// A thread reading the output topics.
@@ -122,11 +141,40 @@ impl Watcher {
     ///
     /// When the consumer cannot be created or assigned.
     pub fn start(cluster: &Cluster, run_id: &str, expect: Vec<Expect>) -> anyhow::Result<Self> {
+        Self::start_with(cluster, run_id, expect, false)
+    }
+
+    /// [`Watcher::start`], also noting when each record first came out, for
+    /// [`Tally::latencies_from`] (8 bytes a record).
+    ///
+    /// # Errors
+    ///
+    /// When the consumer cannot be created or assigned.
+    pub fn start_timed(
+        cluster: &Cluster,
+        run_id: &str,
+        expect: Vec<Expect>,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(cluster, run_id, expect, true)
+    }
+
+    fn start_with(
+        cluster: &Cluster,
+        run_id: &str,
+        expect: Vec<Expect>,
+        timed: bool,
+    ) -> anyhow::Result<Self> {
         let consumer: BaseConsumer = cluster
             .client_config()
             .set("group.id", format!("loadtest-watch-{run_id}"))
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "20")
+            // Read as soon as records are out: the mock cluster and tansu
+            // hold an empty fetch for its whole wait; librdkafka waits
+            // `fetch.error.backoff.ms` (500 ms) after a partition had an
+            // error and `fetch.queue.backoff.ms` (1 s) when its queue is full.
+            .set("fetch.wait.max.ms", "5")
+            .set("fetch.error.backoff.ms", "20")
+            .set("fetch.queue.backoff.ms", "20")
             .create()
             .context("creating the output reader")?;
         let mut tpl = TopicPartitionList::new();
@@ -153,6 +201,11 @@ impl Watcher {
                 .iter()
                 .map(|e| vec![0u8; e.input_len.len()])
                 .collect(),
+            out_ms: if timed {
+                expect.iter().map(|e| vec![0; e.input_len.len()]).collect()
+            } else {
+                Vec::new()
+            },
             ..Tally::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -238,6 +291,24 @@ fn watch(
     }
 }
 
+/// A record's sequence number and send time (Unix µs, when tagged with it)
+/// when it belongs to `run_id`: from the run and sequence headers, or from
+/// a `run:seq` key ([`crate::feed::Tag::Key`]).
+fn tag(msg: &rdkafka::message::BorrowedMessage<'_>, run_id: &str) -> Option<(u64, Option<u64>)> {
+    if let Some(run) = header(msg, RUN_HEADER) {
+        if run != run_id.as_bytes() {
+            return None;
+        }
+        return Some((
+            number(header(msg, SEQ_HEADER))?,
+            Some(number(header(msg, SENT_HEADER))?),
+        ));
+    }
+    let (run, seq) = std::str::from_utf8(msg.key()?).ok()?.rsplit_once(':')?;
+    (run == run_id).then_some(())?;
+    Some((seq.parse().ok()?, None))
+}
+
 fn take(
     msg: &rdkafka::message::BorrowedMessage<'_>,
     run_id: &str,
@@ -250,14 +321,7 @@ fn take(
     let Some(&(t, dlq)) = index.get(msg.topic()) else {
         return;
     };
-    if header(msg, RUN_HEADER) != Some(run_id.as_bytes()) {
-        tally.foreign += 1;
-        return;
-    }
-    let (Some(seq), Some(sent_us)) = (
-        number(header(msg, SEQ_HEADER)),
-        number(header(msg, SENT_HEADER)),
-    ) else {
+    let Some((seq, sent_us)) = tag(msg, run_id) else {
         tally.foreign += 1;
         return;
     };
@@ -269,9 +333,14 @@ fn take(
     let first = tally.seen[t][seq] == 0;
     tally.seen[t][seq] = tally.seen[t][seq].saturating_add(1);
     if let Some(out_ms) = msg.timestamp().to_millis() {
-        tally
-            .latencies_ms
-            .push((out_ms as f64 - sent_us as f64 / 1000.0).max(0.0) as f32);
+        if let Some(sent_us) = sent_us {
+            tally
+                .latencies_ms
+                .push((out_ms as f64 - sent_us as f64 / 1000.0).max(0.0) as f32);
+        }
+        if first && let Some(slot) = tally.out_ms.get_mut(t).and_then(|v| v.get_mut(seq)) {
+            *slot = out_ms;
+        }
         tally.first_out_ms = Some(tally.first_out_ms.map_or(out_ms, |f| f.min(out_ms)));
         tally.last_out_ms = Some(tally.last_out_ms.map_or(out_ms, |l| l.max(out_ms)));
     }
@@ -281,7 +350,7 @@ fn take(
         tally.sample = Some(String::from_utf8_lossy(payload).into_owned());
     }
     let counts = &mut tally.topics[t];
-    counts.newest_sent_us = counts.newest_sent_us.max(sent_us);
+    counts.newest_sent_us = counts.newest_sent_us.max(sent_us.unwrap_or(0));
     if first {
         counts.distinct += 1;
     } else {

@@ -421,6 +421,11 @@ impl Tansu {
         Ok(())
     }
 
+    /// The broker's process id while it runs (for its CPU time in `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.lock_child().as_ref().map(std::process::Child::id)
+    }
+
     /// The last lines of the broker's log.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default();
