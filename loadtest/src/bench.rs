@@ -288,14 +288,6 @@ pub struct BenchSummary {
     pub paced_warm: Option<Paced>,
 }
 
-/// Consumer properties the bench gives every worker on top of its defaults,
-/// as an operator would set them: a broker that holds an empty fetch for
-/// the whole `fetch.wait.max.ms` (librdkafka's mock cluster, tansu 0.6.0),
-/// instead of answering when records arrive as Kafka does, otherwise holds
-/// a caught-up worker's next records up to librdkafka's 500 ms
-/// (docs/load-testing.md). `--worker-env` overrides them.
-pub const WORKER_CONSUMER_PROPERTIES: &[(&str, &str)] = &[("fetch.wait.max.ms", "50")];
-
 /// Records of the live calibration before the paced warm phase.
 pub const CALIBRATION_RECORDS: usize = 300_000;
 
@@ -431,11 +423,6 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<BenchSummary> {
         .consumer_properties
         .insert("session.timeout.ms".into(), "45000".into());
     base.worker.shutdown_grace_ms = 10_000;
-    for (k, v) in WORKER_CONSUMER_PROPERTIES {
-        base.kafka
-            .consumer_properties
-            .insert((*k).to_string(), (*v).to_string());
-    }
     let peer_line = match &options.python {
         Ok(python) => crate::peer::versions(python).unwrap_or_else(|| python.display().to_string()),
         Err(why) => format!("skipped: {why}"),
