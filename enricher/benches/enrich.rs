@@ -14,9 +14,9 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use enricher::config::Config;
 use enricher::enrich::{Enricher, Ready, Scratch};
-use enricher::output::{Attr, FragmentBuilder, Naming, Splicer};
 use enricher::record::json::{Limits, scan};
 use enricher::record::{Scan, Wanted};
+use enricher::splice::{Attr, FragmentBuilder, Naming, Splicer};
 use test_support::mmdb;
 
 const SSL: &str = r#"{"_path":"ssl","_write_ts":"2018-03-24T17:15:20.629574Z","ts":"2018-03-24T17:15:20.615923Z","uid":"CmC9kY1X0u9nP78KZc","id.orig_h":"10.164.94.120","id.orig_p":39611,"id.resp_h":"RESP","id.resp_p":443,"version":"TLSv10","cipher":"TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA","curve":"secp256r1","resumed":false,"established":true,"ssl_history":"CsxknGIi","cert_chain_fps":["b2dafbcdbc75210672f137f27ce882ccb799887631655d4f11191d5a678e44fe"],"client_cert_chain_fps":[],"validation_status":"unable to get local issuer certificate"}"#;
@@ -73,7 +73,7 @@ fn enricher(rt: &tokio::runtime::Runtime) -> (Arc<Enricher>, tempfile::TempDir) 
             .map(String::from)
             .to_vec(),
     );
-    let core = rt.block_on(async { enricher::worker::build(&c).unwrap() });
+    let core = rt.block_on(async { enricher::core::build(&c).unwrap() });
     (core.enricher.clone(), dir)
 }
 

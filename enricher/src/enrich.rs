@@ -27,9 +27,9 @@ use crate::dns::{Dns, PtrOutcome, TtlPolicy};
 use crate::geoip::{GeoIp, GeoStatus};
 use crate::ip::{Locality, Skip, canonical, canonical_bytes};
 use crate::metrics as m;
-use crate::output::{Attr, Fragment, FragmentBuilder, Naming, Splicer};
 use crate::record::json::{self, Limits};
 use crate::record::{FoundKind, RecordError, Scan, Wanted};
+use crate::splice::{Attr, Fragment, FragmentBuilder, Naming, Splicer};
 use crate::stats::Stats;
 
 mod front;

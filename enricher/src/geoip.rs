@@ -22,7 +22,7 @@ use maxminddb::{PathElement, Reader};
 
 use crate::config::GeoIpConfig;
 use crate::metrics as m;
-use crate::output::{Attr, FragmentBuilder};
+use crate::splice::{Attr, FragmentBuilder};
 
 /// Why a database cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@
 //!                                             |        |-> dns::Dns (PTR, budget, TTL per outcome)
 //!                                             |        '-> geoip::GeoIp (mmdb, hot reload)
 //!                                             v
-//! output::Splicer: original bytes up to the closing brace + enrichment + "}"
+//! splice::Splicer: original bytes up to the closing brace + enrichment + "}"
 //! ```
 //!
 //! Nothing here knows about Kafka: `enricher pipe` drives the same core from
@@ -20,6 +20,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod core;
 pub mod dns;
 pub mod enrich;
 pub mod geoip;
@@ -28,15 +29,14 @@ pub mod ip;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
-pub mod output;
 pub mod pipe;
 pub mod process;
 pub mod record;
 pub mod secrets;
+pub mod splice;
 pub mod stats;
 pub mod status;
 pub mod telemetry;
-pub mod worker;
 
 #[cfg(test)]
 mod tests {

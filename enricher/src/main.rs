@@ -11,8 +11,8 @@ use std::sync::atomic::AtomicBool;
 use clap::{Args, Parser, Subcommand};
 use enricher::config::{Config, ConfigError};
 use enricher::kafka::{self, Health};
-use enricher::output::Naming;
 use enricher::pipe::{self, PipeOptions};
+use enricher::splice::Naming;
 
 /// Exit code for a usage or configuration error (BSD `EX_USAGE`).
 const EX_USAGE: u8 = 64;
@@ -293,7 +293,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => {
             match Config::load(Some(&file), std::env::vars())
-                .and_then(|c| enricher::worker::check(&c).map(|()| c))
+                .and_then(|c| enricher::core::check(&c).map(|()| c))
             {
                 Ok(config) => {
                     print!("{}", config.to_masked_toml());
@@ -334,7 +334,7 @@ fn run_worker(args: RunArgs) -> ExitCode {
     }
     if let Err(e) = config
         .validate_run()
-        .and_then(|()| enricher::worker::check(&config))
+        .and_then(|()| enricher::core::check(&config))
         .and_then(|()| kafka::check_clients(&config))
     {
         return usage_error(&e);
@@ -349,7 +349,7 @@ fn run_worker(args: RunArgs) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    let core = match runtime.block_on(async { enricher::worker::build(&config) }) {
+    let core = match runtime.block_on(async { enricher::core::build(&config) }) {
         Ok(core) => core,
         Err(e) => return usage_error(&e),
     };
@@ -454,7 +454,7 @@ fn run_pipe(args: PipeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
-        let core = match enricher::worker::build(&config) {
+        let core = match enricher::core::build(&config) {
             Ok(core) => core,
             Err(e) => return usage_error(&e),
         };

@@ -21,9 +21,9 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::enrich::{Enricher, Ready, Scratch};
-use crate::output::write_str;
 use crate::record::RecordError;
 use crate::record::tsv::{TsvLine, TsvReader};
+use crate::splice::write_str;
 use crate::stats::Snapshot;
 
 impl InputError {

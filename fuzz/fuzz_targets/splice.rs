@@ -14,7 +14,7 @@ use std::sync::{Arc, LazyLock};
 use enricher::enrich::{EnrichOptions, Enricher, Ready, Scratch};
 use enricher::geoip::{GeoIp, GeoIpOptions};
 use enricher::ip::{Locality, Scope};
-use enricher::output::Naming;
+use enricher::splice::Naming;
 use enricher_fuzz::{Parsed, parse};
 use libfuzzer_sys::fuzz_target;
 use test_support::mmdb;
@@ -59,8 +59,8 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
             ..EnrichOptions::default()
         };
         opts.geo_attrs.extend([
-            enricher::output::Attr::Location,
-            enricher::output::Attr::CountryName,
+            enricher::splice::Attr::Location,
+            enricher::splice::Attr::CountryName,
         ]);
         let geo = if dbs {
             GeoIp::open(&GeoIpOptions {

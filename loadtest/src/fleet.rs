@@ -1,5 +1,5 @@
 //! Enricher workers run in this process, built and driven exactly as the
-//! `enricher run` binary does it: [`enricher::worker::build`] then
+//! `enricher run` binary does it: [`enricher::core::build`] then
 //! [`enricher::kafka::run`] on a thread of their own.
 
 use std::sync::Arc;
@@ -8,9 +8,9 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 use enricher::config::Config;
+use enricher::core::{self, Core};
 use enricher::kafka::{self, Health, RunReport};
 use enricher::stats::Snapshot;
-use enricher::worker::{self, Core};
 
 /// One worker: its core, its runtime, and the thread running its consumer.
 pub struct Worker {
@@ -51,7 +51,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// When the config is not usable.
 pub fn build_core(config: &Config, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Core> {
     runtime
-        .block_on(async { worker::build(config) })
+        .block_on(async { core::build(config) })
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Workers are built and run through the enricher's public API
-//! ([`enricher::worker::build`], [`enricher::kafka::run`]), exactly as the
+//! ([`enricher::core::build`], [`enricher::kafka::run`]), exactly as the
 //! `enricher run` binary does; `bench` and `soak` run that binary itself as
 //! a child process ([`process`]), so that its CPU and memory are its own,
 //! and `bench` runs the Python peer beside it ([`peer`]).

@@ -10,7 +10,7 @@
 //!
 //! A leaf: plain data and the rules that need nothing else. The runtime
 //! builds its parts from it (`DnsOptions::from_config`, ...) and checks what
-//! needs its own types where it is built (`worker::check`).
+//! needs its own types where it is built (`core::check`).
 
 #[cfg(test)]
 mod doc;

@@ -8,7 +8,7 @@ use memchr::{memchr, memchr2, memmem};
 
 use super::RecordError;
 use super::json::is_number;
-use crate::output::write_escaped;
+use crate::splice::write_escaped;
 
 /// What a line fed to [`TsvReader::line`] turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -71,13 +71,13 @@ async fn a_corrupt_database_at_start_is_a_config_error() {
         mmdb::corrupt_data(&std::fs::read(&dbs.city).unwrap()),
     ] {
         mmdb::write_atomically(&dbs.city, &bad).unwrap();
-        let err = worker::build(&config(&dbs, None, None)).unwrap_err();
+        let err = core::build(&config(&dbs, None, None)).unwrap_err();
         assert_eq!(err.key, "geoip.city", "{err}");
         assert!(!err.to_string().contains('\n'));
     }
     // An ASN file where the City one belongs.
     std::fs::copy(&dbs.asn, &dbs.city).unwrap();
-    let err = worker::build(&config(&dbs, None, None)).unwrap_err();
+    let err = core::build(&config(&dbs, None, None)).unwrap_err();
     assert!(err.problem.contains("type"), "{err}");
 }
 
@@ -92,7 +92,7 @@ async fn a_corrupt_asn_database_at_start_names_its_key_and_file() {
         mmdb::corrupt_data(&good),
     ] {
         mmdb::write_atomically(&dbs.asn, &bad).unwrap();
-        let err = worker::build(&config(&dbs, None, None)).unwrap_err();
+        let err = core::build(&config(&dbs, None, None)).unwrap_err();
         assert_eq!(err.key, "geoip.asn", "{err}");
         let message = err.to_string();
         assert!(

@@ -27,7 +27,7 @@ impl Worker {
             .enable_all()
             .build()
             .unwrap();
-        let core = runtime.block_on(async { worker::build(config).unwrap() });
+        let core = runtime.block_on(async { core::build(config).unwrap() });
         let stop = Arc::new(AtomicBool::new(false));
         let health = Arc::new(Health::default());
         let (c, e, h, s, hl) = (

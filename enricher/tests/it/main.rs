@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use enricher::config::Config;
+use enricher::core::{self, Core};
 use enricher::enrich::{Enricher, Scratch};
-use enricher::worker::{self, Core};
 use serde_json::Value;
 use tempfile::TempDir;
 use test_support::mmdb;
@@ -99,7 +99,7 @@ pub fn config(dbs: &Dbs, dns: Option<SocketAddr>, redis: Option<String>) -> Conf
 }
 
 pub fn build(c: &Config) -> Core {
-    worker::build(c).unwrap()
+    core::build(c).unwrap()
 }
 
 /// Enriches one line and parses the output (tests only: the core never parses to a Value).

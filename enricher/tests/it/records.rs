@@ -1,7 +1,7 @@
 //! Record shapes: nested keys, address lists, duplicates, odd values, naming.
 
-use enricher::output::Naming;
 use enricher::record::tsv::{TsvLine, TsvReader};
+use enricher::splice::Naming;
 use test_support::{Behaviour, DnsServer};
 
 use super::*;

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 use super::*;
-use crate::output::write_str;
+use crate::splice::write_str;
 
 const IP_PATHS: [&str; 3] = ["id.orig_h", "id.resp_h", "answers"];
 
