@@ -226,6 +226,17 @@ fn tansu_a_worker_waiting_on_a_slow_broker_burns_no_cpu() {
         brokers < 0.25 * wall,
         "{brokers:.2} s of broker-thread CPU in {wall:.2} s"
     );
+    // Idle, the delivery-report thread waits: rdkafka's own poll thread
+    // spun the last millisecond of every 100 ms call (1% of a core, 50 ms
+    // in 5 s); the worker's polls once a second (5 ms).
+    let before = w.threads_cpu_secs("producer poll");
+    std::thread::sleep(Duration::from_secs(5));
+    let idle = w.threads_cpu_secs("producer poll") - before;
+    println!("tansu spin: the delivery-report thread idle: {idle:.3} s CPU in 5 s");
+    assert!(
+        idle < 0.025,
+        "{idle:.3} s of delivery-report CPU idle in 5 s"
+    );
     w.stop();
     every_id_out(&kafka, topic, partitions, n, "tansu spin");
 }
