@@ -7,6 +7,8 @@
 # synthetic Zeek conn/dns/ssl logs through them, counts every record, and
 # prints the report. Arguments go to the demo (`--help` lists them), e.g.
 #   ./scripts/demo.sh --dir ../shared/data/zeek/json --plot demo.svg
+# `./scripts/demo.sh --pipe [--out DIR]` shows `enricher pipe` on a fixed
+# sample instead, and checks what comes out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

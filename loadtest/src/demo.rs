@@ -4,6 +4,12 @@
 //! with realistic latency and failures, Redis when one is reachable, and
 //! several enricher workers per topic in one consumer group; synthetic Zeek
 //! logs (or recorded ones) are replayed through them and counted by id.
+//!
+//! `loadtest demo --pipe` shows `enricher pipe` instead ([`pipe`]): a fixed
+//! sample through the binary, the output checked ([`check`]).
+
+mod check;
+pub mod pipe;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::ClientContext;
 use rdkafka::Message as _;
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders, ToBytes};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::cluster::Cluster;
@@ -326,14 +327,7 @@ pub fn feed_with(
     stop: &AtomicBool,
     settings: &FeedSettings<'_>,
 ) -> anyhow::Result<()> {
-    let mut client = cluster.client_config();
-    client
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "500000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "300000");
+    let mut client = producer_config(cluster);
     for (k, v) in settings.producer_properties {
         client.set(*k, *v);
     }
@@ -383,21 +377,7 @@ pub fn feed_with(
                 .payload(stream.records[i as usize].as_slice());
         match settings.tag {
             Tag::Headers => {
-                record = record.headers(
-                    OwnedHeaders::new_with_capacity(3)
-                        .insert(Header {
-                            key: RUN_HEADER,
-                            value: Some(run_id),
-                        })
-                        .insert(Header {
-                            key: SEQ_HEADER,
-                            value: Some(seq_text.format(seq)),
-                        })
-                        .insert(Header {
-                            key: SENT_HEADER,
-                            value: Some(&sent.to_string()),
-                        }),
-                );
+                record = record.headers(tag_headers(run_id, seq_text.format(seq), sent));
             }
             Tag::Key => {
                 key_text.clear();
@@ -410,16 +390,8 @@ pub fn feed_with(
         if stream.partitions > 0 {
             record = record.partition((i % stream.partitions as u32) as i32);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((error, _)) => anyhow::bail!("producing to {}: {error}", stream.topic),
-            }
-        }
+        send_when_room(&producer, record)
+            .map_err(|error| anyhow::anyhow!("producing to {}: {error}", stream.topic))?;
         progress.sent.fetch_add(1, Ordering::Relaxed);
         progress.newest_sent_us[t as usize].fetch_max(sent, Ordering::Relaxed);
         if let Some(slot) = progress
@@ -435,6 +407,66 @@ pub fn feed_with(
     }
     progress.done.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// The feed's producer on `cluster`: batches of up to 10,000 records after
+/// at most 5 ms, a queue deep enough for a flat-out pass, the idempotent
+/// producer, and five minutes before a record is given up.
+pub fn producer_config(cluster: &Cluster) -> ClientConfig {
+    let mut client = cluster.client_config();
+    client
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "300000");
+    client
+}
+
+/// The three headers that tag a record: its run id, its sequence number
+/// (as text) and when it was sent (Unix µs).
+pub fn tag_headers(run_id: &str, seq: &str, sent_us: u64) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: RUN_HEADER,
+            value: Some(run_id),
+        })
+        .insert(Header {
+            key: SEQ_HEADER,
+            value: Some(seq),
+        })
+        .insert(Header {
+            key: SENT_HEADER,
+            value: Some(&sent_us.to_string()),
+        })
+}
+
+/// Hands `record` to `producer`, waiting a millisecond at a time while its
+/// queue is full.
+///
+/// # Errors
+///
+/// Any other error of the producer's.
+pub fn send_when_room<'a, C, K, P>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'a, K, P, C::DeliveryOpaque>,
+) -> Result<(), KafkaError>
+where
+    C: ProducerContext + 'static,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
 }
 
 /// A reusable decimal formatter.

@@ -176,7 +176,15 @@ pub(crate) fn random_v6(rng: &mut Rng) -> IpAddr {
 
 /// Whether the demo databases know `ip`.
 pub fn covers(ip: IpAddr) -> bool {
-    nets(false).chain(nets(true)).any(|n| n.contains(&ip))
+    country(ip).is_some()
+}
+
+/// The ISO country code the demo City database gives `ip`, if it knows it.
+pub fn country(ip: IpAddr) -> Option<&'static str> {
+    BLOCKS
+        .iter()
+        .find(|b| b.net.parse::<IpNet>().is_ok_and(|n| n.contains(&ip)))
+        .map(|b| b.iso)
 }
 
 /// The paths of the written databases.

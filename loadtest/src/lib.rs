@@ -65,14 +65,21 @@ impl FakeDns {
     ///
     /// When the runtime or the server cannot start.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(test_support::Behaviour::default().with_mix(realistic_dns()))
+    }
+
+    /// Starts one answering as `behaviour` says, on a free loopback port.
+    ///
+    /// # Errors
+    ///
+    /// When the runtime or the server cannot start.
+    pub fn start_with(behaviour: test_support::Behaviour) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("fake-dns")
             .enable_all()
             .build()?;
-        let server = runtime.block_on(test_support::DnsServer::start(
-            test_support::Behaviour::default().with_mix(realistic_dns()),
-        ))?;
+        let server = runtime.block_on(test_support::DnsServer::start(behaviour))?;
         Ok(Self {
             server,
             runtime: Some(runtime),

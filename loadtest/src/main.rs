@@ -35,6 +35,7 @@ struct Cli {
 enum Command {
     /// The whole fleet on this machine with nothing installed: embedded Kafka,
     /// demo GeoIP, fake DNS, several workers; replays logs and reports.
+    /// With --pipe: `enricher pipe` on a fixed sample, its output checked.
     Demo(DemoArgs),
     /// Replays recorded Zeek logs (JSON or TSV, plain or gzip) through a
     /// cluster and counts every record at the other end.
@@ -118,6 +119,18 @@ struct DemoArgs {
     /// Each worker's DNS budget, queries per second.
     #[arg(long, default_value_t = 100)]
     dns_qps: u32,
+    /// Show `enricher pipe` instead: a fixed Zeek JSON and TSV sample (three
+    /// lines broken on purpose) through the binary, the output checked.
+    #[arg(long, conflicts_with = "dir")]
+    pipe: bool,
+    /// With --pipe: write the files to DIR (created if missing), not a new
+    /// temporary directory.
+    #[arg(long, value_name = "DIR", requires = "pipe")]
+    out: Option<PathBuf>,
+    /// With --pipe: the `enricher` binary (default: the one next to this
+    /// binary).
+    #[arg(long, value_name = "PATH", requires = "pipe")]
+    enricher: Option<PathBuf>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -381,6 +394,16 @@ fn finish(summary: &Summary, output: &OutputArgs, title: &str) -> anyhow::Result
 }
 
 fn demo_cmd(args: DemoArgs) -> anyhow::Result<bool> {
+    if args.pipe {
+        let enricher = match args.enricher {
+            Some(path) => path,
+            None => loadtest::process::enricher_beside_me()?,
+        };
+        return demo::pipe::run(&demo::pipe::PipeOptions {
+            enricher,
+            out: args.out,
+        });
+    }
     let defaults = DemoOptions::default();
     let options = DemoOptions {
         spec: args

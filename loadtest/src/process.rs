@@ -295,6 +295,11 @@ impl WorkerProcess {
         })
     }
 
+    /// Where its `/metrics`, `/healthz` and `/readyz` answer.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+    }
+
     /// Whether `/readyz` answers 200: assigned by the group, a broker up.
     pub fn ready(&self) -> bool {
         http_get(self.metrics, "/readyz").is_some_and(|(s, _)| s == 200)

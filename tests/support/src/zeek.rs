@@ -1,6 +1,6 @@
 //! Zeek log records written the way Zeek's JSON and TSV writers write them,
 //! and a small seeded random source, for the synthetic logs of the load test
-//! (`loadtest gen`) and of the `demo` binary.
+//! (`loadtest gen`, `loadtest demo`, `loadtest demo --pipe`).
 
 use std::fmt::Write as _;
 
