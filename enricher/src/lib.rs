@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod pipe;
 pub mod process;
 pub mod record;
+pub mod redrive;
 pub mod secrets;
 pub mod splice;
 pub mod stats;

@@ -62,6 +62,51 @@ enum Command {
     /// For every topic with an `_enr` output: lag in records and seconds,
     /// rates and dead letters, read from the brokers alone.
     Status(StatusArgs),
+    /// Send dead letters back to their source topic after a fix (a batch
+    /// run up to the watermarks current at its start).
+    Redrive(RedriveArgs),
+}
+
+#[derive(Args, Debug)]
+struct RedriveArgs {
+    /// Bootstrap brokers, `host:port[,host:port]`.
+    #[arg(long)]
+    brokers: String,
+    /// A librdkafka property for the clients (TLS, SASL), repeatable.
+    #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// The dead-letter topic to read.
+    #[arg(long, value_name = "TOPIC")]
+    from: String,
+    /// Send here instead of each record's `enricher.source.topic`.
+    #[arg(long, value_name = "TOPIC")]
+    to: Option<String>,
+    /// Only records with this `enricher.reason`, repeatable.
+    #[arg(long = "reason", value_name = "REASON")]
+    reasons: Vec<String>,
+    /// Only records from this time on: RFC 3339 or an age (`2h`, `7d`).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only records up to this time: RFC 3339 or an age (`30m`).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Print the counts by reason; move and commit nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Move at most N records.
+    #[arg(long, value_name = "N")]
+    max: Option<u64>,
+    /// A record already redriven this many times goes to `<from>_parked`.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    max_attempts: u32,
+    /// The group that remembers what was read (default
+    /// `enricher-redrive-<from>`, `-<reason>+<reason>` appended with
+    /// `--reason`).
+    #[arg(long)]
+    group: Option<String>,
+    /// The report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -167,6 +212,60 @@ fn run_status(args: StatusArgs) -> ExitCode {
             };
         };
         std::thread::sleep(every);
+    }
+}
+
+/// `enricher redrive`: one batch run; exit 0 with its report, 64 for bad
+/// arguments, 69 when the cluster fails it.
+fn run_redrive(args: RedriveArgs) -> ExitCode {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let time = |flag: &str, text: &Option<String>| -> Result<Option<i64>, ExitCode> {
+        text.as_deref()
+            .map(|t| enricher::redrive::parse_time(t, now_ms))
+            .transpose()
+            .map_err(|e| {
+                eprintln!("enricher: {flag}: {e}");
+                ExitCode::from(EX_USAGE)
+            })
+    };
+    let (since, until) = match (time("--since", &args.since), time("--until", &args.until)) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let reasons: std::collections::BTreeSet<String> = args.reasons.into_iter().collect();
+    let opts = enricher::redrive::RedriveOptions {
+        brokers: args.brokers,
+        properties: args.properties.into_iter().collect(),
+        group: args
+            .group
+            .unwrap_or_else(|| enricher::redrive::default_group(&args.from, &reasons)),
+        from: args.from,
+        to: args.to,
+        reasons,
+        since,
+        until,
+        dry_run: args.dry_run,
+        max: args.max,
+        max_attempts: args.max_attempts,
+    };
+    match enricher::redrive::run(&opts) {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string(&report) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => eprintln!("enricher: {e}"),
+                }
+            } else {
+                print!("{}", report.table());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("enricher: {e:#}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
     }
 }
 
@@ -305,6 +404,7 @@ fn main() -> ExitCode {
         Command::Pipe(args) => run_pipe(args),
         Command::Run(args) => run_worker(args),
         Command::Status(args) => run_status(args),
+        Command::Redrive(args) => run_redrive(args),
     }
 }
 

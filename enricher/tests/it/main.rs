@@ -13,6 +13,7 @@ mod geoip;
 mod kafka;
 mod pipe;
 mod records;
+mod redrive;
 mod security;
 mod status;
 mod tansu;
