@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{self, RedisCache, RedisOptions};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Naming};
 use crate::dns::{Dns, DnsOptions};
 use crate::enrich::{self, EnrichOptions, Enricher};
 use crate::geoip::{self, GeoIp, GeoIpOptions};
@@ -51,21 +51,22 @@ fn check_parts(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The GeoIP options of `config`: `[geoip]`, and the subdivision form
+/// ECS naming wants.
+pub fn geoip_options(config: &Config) -> GeoIpOptions {
+    GeoIpOptions {
+        region_with_country: config.output.naming == Naming::Ecs,
+        ..GeoIpOptions::from_config(&config.geoip)
+    }
+}
+
 /// Checks `config` ([`check`]) and builds the core. Must run inside a tokio
 /// runtime. Every error names the config key at fault (the binary exits
 /// with 64).
 pub fn build(config: &Config) -> Result<Core, ConfigError> {
     check(config)?;
-    let geo = GeoIp::open(&GeoIpOptions::from_config(&config.geoip)).map_err(|e| {
-        let key = match &e {
-            geoip::GeoIpError::Invalid { kind, .. } => format!("geoip.{}", kind.label()),
-            geoip::GeoIpError::Io { path, .. } if Some(path) == config.geoip.asn.as_ref() => {
-                "geoip.asn".into()
-            }
-            geoip::GeoIpError::Io { .. } => "geoip.city".into(),
-        };
-        ConfigError::new(key, e.to_string())
-    })?;
+    let geo = GeoIp::open(&geoip_options(config))
+        .map_err(|e| ConfigError::new(e.key(), e.to_string()))?;
     let geo = Arc::new(geo);
     let dns = if config.dns.enabled {
         let dns = Dns::new(DnsOptions::from_config(&config.dns))

@@ -49,6 +49,8 @@ pub struct EnrichOptions {
     pub separator: String,
     /// Appended to the field for nested objects and address lists.
     pub nested_suffix: String,
+    /// With ECS naming: the ECS object of each address field.
+    pub ecs_fields: std::collections::BTreeMap<String, String>,
     /// Write provenance: the answering tier, the GeoIP build, why a value is missing.
     pub provenance: bool,
     /// The GeoIP attributes to write.
@@ -84,6 +86,7 @@ impl EnrichOptions {
             naming: config.output.naming.clone(),
             separator: config.output.separator.clone(),
             nested_suffix: config.output.nested_suffix.clone(),
+            ecs_fields: config.output.ecs_fields.clone(),
             provenance: config.output.provenance,
             geo_attrs: config.geoip.attributes.clone(),
             geo_scope: Locality::new(config.geoip.scope, config.geoip.skip_cidrs.clone()),
@@ -302,7 +305,8 @@ impl Enricher {
             opts.naming.clone(),
             &opts.separator,
             &opts.nested_suffix,
-        );
+        )
+        .with_ecs_objects(wanted.paths(), &opts.ecs_fields);
         // foldhash: keyed per process (addresses in logs are attacker-chosen),
         // and several times cheaper than SipHash on a 17-byte key.
         let hasher = foldhash::fast::RandomState::default();

@@ -1,5 +1,12 @@
-//! GeoIP from MaxMind DB files (GeoIP2/GeoLite2 City or Country, and ASN),
-//! with hot reload.
+//! GeoIP from MaxMind DB files of every kind (City/Country, ASN, ISP,
+//! Anonymous-IP, Connection-Type, Domain, DB-IP's equivalents, and custom
+//! files read through attribute paths), with hot reload.
+//!
+//! ```text
+//! geoip.city / geoip.asn / geoip.databases --> DbSpec --open+check--> Db
+//! lookup(ip) --> each Db: tree walk --> decode only its Fields --> FragmentBuilder
+//! watcher   --> file replaced? --open+check (same kind)--> swap, generation += 1
+//! ```
 //!
 //! Each database lives behind an [`ArcSwap`]: lookups load the current reader
 //! without a lock, and a reload builds and checks the replacement off the hot
@@ -18,11 +25,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use maxminddb::{PathElement, Reader};
+use maxminddb::Reader;
 
-use crate::config::GeoIpConfig;
+use crate::config::{DbAttributes, GeoIpConfig};
 use crate::metrics as m;
 use crate::splice::{Attr, FragmentBuilder};
+
+mod decode;
+pub use decode::{DbKind, MAX_CUSTOM_JSON, attr_kind};
+use decode::{Field, Style};
 
 /// Why a database cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -31,53 +42,34 @@ pub enum GeoIpError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The config key that names the database.
+        key: String,
         /// The database path.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
     /// The file is not a valid MaxMind DB, or a check failed.
-    #[error("{path} is not a usable {kind} database: {reason}")]
+    #[error("{path} is not a usable {what} database: {reason}")]
     Invalid {
+        /// The config key that names the database.
+        key: String,
         /// The database path.
         path: PathBuf,
-        /// `city` or `asn`.
-        kind: DbKind,
+        /// The kind asked for (`city`, `asn`) or found.
+        what: &'static str,
         /// What is wrong with it.
         reason: String,
     },
 }
 
-/// The two kinds of database the enricher reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DbKind {
-    /// City or Country (GeoIP2/GeoLite2/DB-IP): country, city, location, ...
-    City,
-    /// ASN (GeoLite2-ASN, GeoIP2-ISP): AS number and organisation.
-    Asn,
-}
-
-impl DbKind {
-    /// The metric label and config name.
-    pub fn label(self) -> &'static str {
+impl GeoIpError {
+    /// The config key that names the database at fault (`geoip.city`,
+    /// `geoip.databases[1]`).
+    pub fn key(&self) -> &str {
         match self {
-            DbKind::City => "city",
-            DbKind::Asn => "asn",
+            GeoIpError::Io { key, .. } | GeoIpError::Invalid { key, .. } => key,
         }
-    }
-
-    fn accepts(self, database_type: &str) -> bool {
-        let t = database_type.to_ascii_lowercase();
-        match self {
-            DbKind::City => t.contains("city") || t.contains("country") || t.contains("enterprise"),
-            DbKind::Asn => t.contains("asn") || t.contains("isp"),
-        }
-    }
-}
-
-impl fmt::Display for DbKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
     }
 }
 
@@ -92,6 +84,32 @@ const PROBES: [IpAddr; 4] = [
     )),
 ];
 
+/// Which attributes one database writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Want {
+    /// These built-in attributes (those of `geoip.attributes` for
+    /// `geoip.city` and `geoip.asn`); each must be one the type holds.
+    Only(Vec<Attr>),
+    /// Every attribute the database's type holds (`--geoip PATH`).
+    All,
+    /// Output name -> dotted path into the record (a custom database).
+    Paths(Vec<(String, String)>),
+}
+
+/// One database to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbSpec {
+    /// The config key that names it, for errors.
+    pub key: String,
+    /// The `.mmdb` file.
+    pub path: PathBuf,
+    /// The kind the key asks for (`geoip.city`: City); `None` takes the
+    /// file's own type.
+    pub expect: Option<DbKind>,
+    /// What to write.
+    pub want: Want,
+}
+
 /// A database that passed its checks.
 struct Loaded {
     reader: Reader<Vec<u8>>,
@@ -100,15 +118,35 @@ struct Loaded {
     build_time: Box<str>,
 }
 
+/// How a database was first opened; a replacement must match.
+struct Shape {
+    kind: DbKind,
+    fields: Vec<Field>,
+}
+
 impl Loaded {
-    fn open(path: &Path, kind: DbKind, attrs: &[Attr], verify: bool) -> Result<Self, GeoIpError> {
+    /// Opens and checks `spec.path`. `shape` is the first load's, for a
+    /// reload (the replacement must be of the same kind); `None` works it
+    /// out from the file and the spec.
+    fn open(
+        spec: &DbSpec,
+        shape: Option<&Shape>,
+        style: Style,
+        verify: bool,
+    ) -> Result<(Self, Option<Shape>), GeoIpError> {
+        let what = shape
+            .map(|s| s.kind)
+            .or(spec.expect)
+            .map_or("GeoIP", DbKind::label);
         let invalid = |reason: String| GeoIpError::Invalid {
-            path: path.to_owned(),
-            kind,
+            key: spec.key.clone(),
+            path: spec.path.clone(),
+            what,
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|source| GeoIpError::Io {
-            path: path.to_owned(),
+        let bytes = std::fs::read(&spec.path).map_err(|source| GeoIpError::Io {
+            key: spec.key.clone(),
+            path: spec.path.clone(),
             source,
         })?;
         let reader = Reader::from_source(bytes).map_err(|e| invalid(e.to_string()))?;
@@ -125,9 +163,52 @@ impl Loaded {
                 meta.node_count, meta.record_size
             )));
         }
-        if !kind.accepts(&meta.database_type) {
-            return Err(invalid(format!("its type is {:?}", meta.database_type)));
-        }
+        let kind = DbKind::of(&meta.database_type);
+        let fresh = match shape {
+            Some(shape) if shape.kind != kind => {
+                return Err(invalid(format!(
+                    "its type is {:?}, a {} database, not {}",
+                    meta.database_type, kind, shape.kind
+                )));
+            }
+            Some(_) => None,
+            None => {
+                if let Some(expect) = spec.expect
+                    && !kind.serves(expect)
+                {
+                    return Err(invalid(format!("its type is {:?}", meta.database_type)));
+                }
+                let supported = kind.supported(&meta.database_type);
+                let fields = match &spec.want {
+                    Want::Only(attrs) => {
+                        // `geoip.city` may be a Country database: its city
+                        // attributes are then simply absent, as they always were.
+                        let unheld = attrs.iter().find(|a| !supported.contains(a));
+                        if let (None, Some(a)) = (spec.expect, unheld) {
+                            return Err(invalid(format!(
+                                "its type {:?} has no {:?} attribute",
+                                meta.database_type,
+                                a.name()
+                            )));
+                        }
+                        attrs.iter().map(|a| Field::Builtin(*a)).collect()
+                    }
+                    Want::All if kind == DbKind::Custom => {
+                        return Err(invalid(format!(
+                            "its type {:?} is not one the enricher knows; \
+                             name its attributes as paths (`{{ owner = \"owner.name\" }}`)",
+                            meta.database_type
+                        )));
+                    }
+                    Want::All => supported.iter().map(|a| Field::Builtin(*a)).collect(),
+                    Want::Paths(paths) => paths
+                        .iter()
+                        .map(|(name, path)| Field::custom(name, path))
+                        .collect(),
+                };
+                Some(Shape { kind, fields })
+            }
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -149,63 +230,33 @@ impl Loaded {
             build_epoch,
             build_time: rfc3339(build_epoch).into(),
         };
+        let fields = match (&fresh, shape) {
+            (Some(s), _) | (None, Some(s)) => &s.fields[..],
+            (None, None) => &[],
+        };
         let mut scratch = FragmentBuilder::default();
         for probe in PROBES {
             loaded
-                .decode(kind, probe, attrs, &mut scratch)
+                .decode(probe, fields, style, &mut scratch)
                 .map_err(|e| invalid(format!("probe lookup of {probe} failed: {e}")))?;
         }
-        Ok(loaded)
+        Ok((loaded, fresh))
     }
 
     /// Decodes only the wanted attributes. `Ok(false)` when the database has
     /// no record for the address.
     fn decode(
         &self,
-        kind: DbKind,
         ip: IpAddr,
-        attrs: &[Attr],
+        fields: &[Field],
+        style: Style,
         out: &mut FragmentBuilder,
     ) -> Result<bool, maxminddb::MaxMindDbError> {
         let found = self.reader.lookup(ip)?;
         if !found.has_data() {
             return Ok(false);
         }
-        use PathElement::{Index, Key};
-        for &attr in attrs {
-            let path: &[PathElement<'_>] = match (kind, attr) {
-                (DbKind::City, Attr::Country) => &[Key("country"), Key("iso_code")],
-                (DbKind::City, Attr::CountryName) => &[Key("country"), Key("names"), Key("en")],
-                (DbKind::City, Attr::Continent) => &[Key("continent"), Key("code")],
-                (DbKind::City, Attr::City) => &[Key("city"), Key("names"), Key("en")],
-                (DbKind::City, Attr::Subdivision) => {
-                    &[Key("subdivisions"), Index(0), Key("iso_code")]
-                }
-                (DbKind::City, Attr::Timezone) => &[Key("location"), Key("time_zone")],
-                (DbKind::City, Attr::Postal) => &[Key("postal"), Key("code")],
-                (DbKind::City, Attr::Location) => {
-                    let lat = found.decode_path::<f64>(&[Key("location"), Key("latitude")])?;
-                    let lon = found.decode_path::<f64>(&[Key("location"), Key("longitude")])?;
-                    if let (Some(lat), Some(lon)) = (lat, lon) {
-                        out.location(lat, lon);
-                    }
-                    continue;
-                }
-                (DbKind::Asn, Attr::Asn) => {
-                    if let Some(asn) =
-                        found.decode_path::<u32>(&[Key("autonomous_system_number")])?
-                    {
-                        out.uint(Attr::Asn, u64::from(asn));
-                    }
-                    continue;
-                }
-                (DbKind::Asn, Attr::Org) => &[Key("autonomous_system_organization")],
-                _ => continue,
-            };
-            if let Some(value) = found.decode_path::<&str>(path)? {
-                out.str(attr, value);
-            }
-        }
+        decode::decode(&found, fields, style, out)?;
         Ok(true)
     }
 }
@@ -229,9 +280,10 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 struct Db {
-    kind: DbKind,
-    path: PathBuf,
-    attrs: Vec<Attr>,
+    spec: DbSpec,
+    shape: Shape,
+    /// The metric label: the kind, or a custom file's stem.
+    label: String,
     current: ArcSwap<Loaded>,
     seen: Mutex<Option<Stamp>>,
 }
@@ -264,25 +316,77 @@ impl GeoStatus {
 /// Settings for [`GeoIp::open`].
 #[derive(Debug, Clone, Default)]
 pub struct GeoIpOptions {
-    /// City or Country database path.
+    /// City or Country database path (`geoip.city`).
     pub city: Option<PathBuf>,
-    /// ASN database path.
+    /// ASN database path (`geoip.asn`).
     pub asn: Option<PathBuf>,
-    /// Attributes to write; the databases decode only these.
+    /// Attributes to write from `city` and `asn`; they decode only these.
     pub attrs: Vec<Attr>,
+    /// More databases (`geoip.databases`).
+    pub databases: Vec<DbSpec>,
     /// Run the reader's full `verify()` when a database is opened.
     pub verify: bool,
+    /// Write `subdivision` with its country, `GB-ENG`, as ECS's
+    /// `region_iso_code` has it.
+    pub region_with_country: bool,
 }
 
 impl GeoIpOptions {
     /// The databases and attributes of `[geoip]`.
     pub fn from_config(geoip: &GeoIpConfig) -> Self {
+        let databases = geoip
+            .databases
+            .iter()
+            .enumerate()
+            .map(|(i, db)| DbSpec {
+                key: format!("geoip.databases[{i}]"),
+                path: db.path.clone(),
+                expect: None,
+                want: match &db.attributes {
+                    DbAttributes::Names(names) if names.is_empty() => Want::All,
+                    DbAttributes::Names(names) => Want::Only(names.clone()),
+                    DbAttributes::Paths(paths) => {
+                        Want::Paths(paths.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                    }
+                },
+            })
+            .collect();
         Self {
             city: geoip.city.clone(),
             asn: geoip.asn.clone(),
             attrs: geoip.attributes.clone(),
+            databases,
             verify: geoip.verify,
+            region_with_country: false,
         }
+    }
+
+    /// Every database to open: `city`, `asn`, then `databases`.
+    fn specs(&self) -> Vec<DbSpec> {
+        let legacy = [
+            ("geoip.city", DbKind::City, &self.city),
+            ("geoip.asn", DbKind::Asn, &self.asn),
+        ];
+        let mut specs: Vec<DbSpec> = legacy
+            .into_iter()
+            .filter_map(|(key, kind, path)| {
+                let path = path.as_ref()?;
+                Some(DbSpec {
+                    key: key.into(),
+                    path: path.clone(),
+                    expect: Some(kind),
+                    want: Want::Only(
+                        self.attrs
+                            .iter()
+                            .copied()
+                            .filter(|a| attr_kind(*a) == Some(kind))
+                            .collect(),
+                    ),
+                })
+            })
+            .collect();
+        specs.extend(self.databases.iter().cloned());
+        specs
     }
 }
 
@@ -290,7 +394,10 @@ impl GeoIpOptions {
 /// database, without opening one; the problem, for the key `geoip.attributes`.
 pub fn check_attributes(attrs: &[Attr]) -> Result<(), String> {
     match attrs.iter().find(|a| attr_kind(**a).is_none()) {
-        Some(attr) => Err(format!("{:?} is not a GeoIP attribute", attr.name())),
+        Some(attr) => Err(format!(
+            "{:?} is not an attribute of geoip.city or geoip.asn (name it under geoip.databases)",
+            attr.name()
+        )),
         None => Ok(()),
     }
 }
@@ -300,12 +407,16 @@ pub struct GeoIp {
     dbs: Vec<Db>,
     generation: AtomicU64,
     verify: bool,
+    style: Style,
 }
 
 impl fmt::Debug for GeoIp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GeoIp")
-            .field("dbs", &self.dbs.iter().map(|d| &d.path).collect::<Vec<_>>())
+            .field(
+                "dbs",
+                &self.dbs.iter().map(|d| &d.spec.path).collect::<Vec<_>>(),
+            )
             .field("generation", &self.generation())
             .finish()
     }
@@ -315,21 +426,28 @@ impl GeoIp {
     /// Opens and checks the configured databases. A database that fails its
     /// checks at start is an error: the worker must not run on bad data.
     pub fn open(opts: &GeoIpOptions) -> Result<Self, GeoIpError> {
-        let mut dbs = Vec::new();
-        for (kind, path) in [(DbKind::City, &opts.city), (DbKind::Asn, &opts.asn)] {
-            let Some(path) = path else { continue };
-            let attrs: Vec<Attr> = opts
-                .attrs
-                .iter()
-                .copied()
-                .filter(|a| attr_kind(*a) == Some(kind))
-                .collect();
-            let seen = stamp(path);
-            let loaded = Loaded::open(path, kind, &attrs, opts.verify)?;
+        let style = Style {
+            region_with_country: opts.region_with_country,
+        };
+        let mut dbs: Vec<Db> = Vec::new();
+        for spec in opts.specs() {
+            let seen = stamp(&spec.path);
+            let (loaded, shape) = Loaded::open(&spec, None, style, opts.verify)?;
+            let Some(shape) = shape else { continue };
+            let mut label = match shape.kind {
+                DbKind::Custom => spec
+                    .path
+                    .file_stem()
+                    .map_or_else(|| "custom".into(), |s| s.to_string_lossy().into_owned()),
+                kind => kind.label().to_string(),
+            };
+            if dbs.iter().any(|d| d.label == label) {
+                label = format!("{label}_{}", dbs.len());
+            }
             dbs.push(Db {
-                kind,
-                path: path.clone(),
-                attrs,
+                spec,
+                shape,
+                label,
                 current: ArcSwap::from_pointee(loaded),
                 seen: Mutex::new(seen),
             });
@@ -338,6 +456,7 @@ impl GeoIp {
             dbs,
             generation: AtomicU64::new(1),
             verify: opts.verify,
+            style,
         };
         geo.publish_gauges();
         Ok(geo)
@@ -349,6 +468,7 @@ impl GeoIp {
             dbs: Vec::new(),
             generation: AtomicU64::new(1),
             verify: false,
+            style: Style::default(),
         }
     }
 
@@ -373,7 +493,7 @@ impl GeoIp {
         let mut build: Option<Arc<Loaded>> = None;
         for db in &self.dbs {
             let loaded = db.current.load_full();
-            match loaded.decode(db.kind, ip, &db.attrs, out) {
+            match loaded.decode(ip, &db.shape.fields, self.style, out) {
                 Ok(true) => {
                     if status != GeoStatus::Error {
                         status = GeoStatus::Found;
@@ -384,7 +504,7 @@ impl GeoIp {
                 }
                 Ok(false) => {}
                 Err(error) => {
-                    tracing::warn!(db = db.kind.label(), %ip, %error, "GeoIP record failed to decode");
+                    tracing::warn!(db = %db.label, %ip, %error, "GeoIP record failed to decode");
                     status = GeoStatus::Error;
                 }
             }
@@ -401,7 +521,7 @@ impl GeoIp {
     pub fn reload_changed(&self) -> usize {
         let mut swapped = 0;
         for db in &self.dbs {
-            let now = stamp(&db.path);
+            let now = stamp(&db.spec.path);
             {
                 let mut seen = db.seen.lock().unwrap_or_else(|p| p.into_inner());
                 if now.is_none() || *seen == now {
@@ -411,26 +531,27 @@ impl GeoIp {
                 // reported once, not at every check; a further change retries.
                 *seen = now;
             }
-            match Loaded::open(&db.path, db.kind, &db.attrs, self.verify) {
-                Ok(loaded) => {
+            match Loaded::open(&db.spec, Some(&db.shape), self.style, self.verify) {
+                Ok((loaded, _)) => {
                     tracing::info!(
-                        db = db.kind.label(),
-                        path = %db.path.display(),
+                        db = %db.label,
+                        path = %db.spec.path.display(),
                         build_epoch = loaded.build_epoch,
                         "GeoIP database reloaded"
                     );
                     db.current.store(Arc::new(loaded));
-                    metrics::counter!(m::GEOIP_RELOADS, "db" => db.kind.label(), "result" => "ok")
+                    metrics::counter!(m::GEOIP_RELOADS, "db" => db.label.clone(), "result" => "ok")
                         .increment(1);
                     swapped += 1;
                 }
                 Err(error) => {
                     tracing::error!(
-                        db = db.kind.label(),
+                        db = %db.label,
                         %error,
                         "GeoIP database replacement rejected; the previous one keeps serving"
                     );
-                    metrics::counter!(m::GEOIP_RELOADS, "db" => db.kind.label(), "result" => "rejected").increment(1);
+                    metrics::counter!(m::GEOIP_RELOADS, "db" => db.label.clone(), "result" => "rejected")
+                        .increment(1);
                 }
             }
         }
@@ -441,11 +562,12 @@ impl GeoIp {
         swapped
     }
 
-    /// Build time (Unix seconds) of each database in use, by kind.
-    pub fn builds(&self) -> Vec<(DbKind, u64)> {
+    /// Build time (Unix seconds) of each database in use, by its metric
+    /// label (`city`, `asn`, `anonymous_ip`, a custom file's stem).
+    pub fn builds(&self) -> Vec<(&str, u64)> {
         self.dbs
             .iter()
-            .map(|db| (db.kind, db.current.load().build_epoch))
+            .map(|db| (db.label.as_str(), db.current.load().build_epoch))
             .collect()
     }
 
@@ -457,9 +579,9 @@ impl GeoIp {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        for (kind, build) in self.builds() {
-            metrics::gauge!(m::GEOIP_BUILD, "db" => kind.label()).set(build as f64);
-            metrics::gauge!(m::GEOIP_AGE, "db" => kind.label()).set(now - build as f64);
+        for (label, build) in self.builds() {
+            metrics::gauge!(m::GEOIP_BUILD, "db" => label.to_string()).set(build as f64);
+            metrics::gauge!(m::GEOIP_AGE, "db" => label.to_string()).set(now - build as f64);
         }
     }
 
@@ -482,22 +604,6 @@ impl GeoIp {
                 }
             }
         })
-    }
-}
-
-/// Which database answers an attribute.
-pub fn attr_kind(attr: Attr) -> Option<DbKind> {
-    match attr {
-        Attr::Country
-        | Attr::CountryName
-        | Attr::Continent
-        | Attr::City
-        | Attr::Subdivision
-        | Attr::Location
-        | Attr::Timezone
-        | Attr::Postal => Some(DbKind::City),
-        Attr::Asn | Attr::Org => Some(DbKind::Asn),
-        Attr::Ptr | Attr::GeoStatus | Attr::GeoBuild | Attr::PtrStatus | Attr::Tier => None,
     }
 }
 
@@ -532,15 +638,5 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_521_911_720), "2018-03-24T17:15:20Z");
         assert_eq!(rfc3339(1_709_251_199), "2024-02-29T23:59:59Z");
-    }
-
-    #[test]
-    fn kinds_accept_their_database_types() {
-        assert!(DbKind::City.accepts("GeoIP2-City"));
-        assert!(DbKind::City.accepts("GeoLite2-Country"));
-        assert!(DbKind::City.accepts("DBIP-City-Lite"));
-        assert!(DbKind::Asn.accepts("GeoLite2-ASN"));
-        assert!(DbKind::Asn.accepts("GeoIP2-ISP"));
-        assert!(!DbKind::Asn.accepts("GeoIP2-City"));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use clap::{Args, Parser, Subcommand};
-use enricher::config::{Config, ConfigError};
+use enricher::config::{Config, ConfigError, DbAttributes, GeoIpDatabase};
 use enricher::kafka::{self, Health};
 use enricher::pipe::{self, PipeOptions};
 use enricher::splice::Naming;
@@ -281,6 +281,10 @@ struct EnrichArgs {
     /// ASN .mmdb (geoip.asn).
     #[arg(long, value_name = "PATH")]
     geoip_asn: Option<PathBuf>,
+    /// Any .mmdb, with every attribute its type holds; repeatable (adds to
+    /// geoip.databases).
+    #[arg(long = "geoip", value_name = "PATH")]
+    geoip: Vec<PathBuf>,
     /// Upstream nameserver, repeatable (dns.servers).
     #[arg(long = "dns-server", value_name = "HOST:PORT")]
     dns_servers: Vec<SocketAddr>,
@@ -290,7 +294,7 @@ struct EnrichArgs {
     /// Shared cache (redis.url).
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
-    /// `flat` or `nested` member names (output.naming).
+    /// `flat`, `nested` or `ecs` member names (output.naming).
     #[arg(long, value_parser = parse_naming)]
     naming: Option<Naming>,
     /// Write provenance members (output.provenance).
@@ -340,7 +344,8 @@ fn parse_naming(s: &str) -> Result<Naming, String> {
     match s {
         "flat" => Ok(Naming::Flat),
         "nested" => Ok(Naming::Nested),
-        _ => Err(format!("{s:?} is not flat or nested")),
+        "ecs" => Ok(Naming::Ecs),
+        _ => Err(format!("{s:?} is not flat, nested or ecs")),
     }
 }
 
@@ -354,6 +359,13 @@ impl EnrichArgs {
         if let Some(p) = &self.geoip_asn {
             config.geoip.asn = Some(p.clone());
         }
+        config
+            .geoip
+            .databases
+            .extend(self.geoip.iter().map(|path| GeoIpDatabase {
+                path: path.clone(),
+                attributes: DbAttributes::default(),
+            }));
         if !self.dns_servers.is_empty() {
             config.dns.servers = self.dns_servers.clone();
             config.dns.enabled = true;

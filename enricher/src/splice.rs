@@ -6,7 +6,19 @@
 //! record then costs only a few `extend_from_slice` calls per IP field: the
 //! member names depend on the field (`id.resp_h_country`), so the key prefix
 //! is precomputed per configured field and the values are shared.
+//!
+//! Three namings, chosen once (`output.naming`):
+//!
+//! ```text
+//! flat    "id.resp_h_country":"SE"            (prefix + attribute name)
+//! nested  "id.resp_h_enr":{"country":"SE"}    (one object per field)
+//! ecs     "destination.geo.country_iso_code":"SE"
+//!         (the field's ECS object from output.ecs_fields + the attribute's
+//!          ECS name, see [`ecs_name`]; an attribute ECS has no field for,
+//!          or a field with no ECS object, falls back to flat naming)
+//! ```
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 
@@ -72,6 +84,26 @@ impl FragmentBuilder {
         self.push(attr, start);
     }
 
+    /// Adds a boolean attribute.
+    pub fn bool(&mut self, attr: Attr, value: bool) {
+        let start = self.buf.len();
+        self.buf
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self.push(attr, start);
+    }
+
+    /// Adds any JSON value (a custom database's), unless its text is longer
+    /// than `max_len` bytes.
+    pub fn json(&mut self, attr: Attr, value: &serde_json::Value, max_len: usize) {
+        let start = self.buf.len();
+        if serde_json::to_writer(&mut self.buf, value).is_err() || self.buf.len() - start > max_len
+        {
+            self.buf.truncate(start);
+            return;
+        }
+        self.push(attr, start);
+    }
+
     /// Adds a location as `{"lat":..,"lon":..}`; non-finite values are dropped.
     pub fn location(&mut self, lat: f64, lon: f64) {
         if !lat.is_finite() || !lon.is_finite() {
@@ -116,6 +148,32 @@ impl FragmentBuilder {
     }
 }
 
+/// The ECS name of an attribute under its field's ECS object (`geo.city_name`
+/// under `destination`); `None` for what ECS has no field for (ISP names,
+/// anonymity flags, custom attributes, provenance), which stays in flat
+/// naming.
+///
+/// Domain parts of an address's PTR name (`registered_domain`,
+/// `top_level_domain`, `subdomain`) belong here too, as their ECS names,
+/// once the domain attributes exist.
+pub fn ecs_name(attr: Attr) -> Option<&'static str> {
+    Some(match attr {
+        Attr::Country => "geo.country_iso_code",
+        Attr::CountryName => "geo.country_name",
+        Attr::Continent => "geo.continent_code",
+        Attr::City => "geo.city_name",
+        Attr::Subdivision => "geo.region_iso_code",
+        Attr::SubdivisionName => "geo.region_name",
+        Attr::Location => "geo.location",
+        Attr::Timezone => "geo.timezone",
+        Attr::Postal => "geo.postal_code",
+        Attr::Asn => "as.number",
+        Attr::Org => "as.organization.name",
+        Attr::Ptr => "domain",
+        _ => return None,
+    })
+}
+
 /// Writes enrichment into records. Built once from the configured fields.
 #[derive(Debug, Clone)]
 pub struct Splicer {
@@ -126,6 +184,9 @@ pub struct Splicer {
     /// Per configured field: `"<field><suffix>":[`, for fields that hold a
     /// list of addresses (DNS `answers`), written as one object per address.
     array_prefixes: Vec<Vec<u8>>,
+    /// ECS naming, per configured field: `"<object>.` (opening quote, no
+    /// closing one) when `output.ecs_fields` names an object for it.
+    ecs: Vec<Option<Vec<u8>>>,
 }
 
 impl Splicer {
@@ -150,7 +211,7 @@ impl Splicer {
         let prefixes = fields
             .iter()
             .map(|field| match naming {
-                Naming::Flat => key(field.as_ref(), separator, b""),
+                Naming::Flat | Naming::Ecs => key(field.as_ref(), separator, b""),
                 Naming::Nested => key(field.as_ref(), nested_suffix, b"{"),
             })
             .collect();
@@ -162,7 +223,30 @@ impl Splicer {
             naming,
             prefixes,
             array_prefixes,
+            ecs: vec![None; fields.len()],
         }
+    }
+
+    /// With ECS naming: the ECS object of each of `fields` (the same list,
+    /// in the same order, as given to [`Splicer::new`]) from
+    /// `output.ecs_fields`; fields it does not name keep flat naming.
+    #[must_use]
+    pub fn with_ecs_objects(
+        mut self,
+        fields: &[impl AsRef<str>],
+        objects: &BTreeMap<String, String>,
+    ) -> Self {
+        self.ecs = fields
+            .iter()
+            .map(|field| {
+                let object = objects.get(field.as_ref())?;
+                let mut key = Vec::new();
+                write_str(&mut key, &format!("{object}."));
+                key.pop();
+                Some(key)
+            })
+            .collect();
+        self
     }
 
     /// Starts the output of one record: copies `record[..close]` (everything
@@ -214,6 +298,27 @@ impl Splice<'_, '_> {
                     self.out.extend_from_slice(value);
                 }
             }
+            Naming::Ecs => {
+                let object = self.splicer.ecs.get(field).and_then(Option::as_ref);
+                for (attr, value) in members {
+                    if self.need_comma {
+                        self.out.push(b',');
+                    }
+                    self.need_comma = true;
+                    match (object, ecs_name(attr)) {
+                        (Some(object), Some(name)) => {
+                            self.out.extend_from_slice(object);
+                            self.out.extend_from_slice(name.as_bytes());
+                        }
+                        _ => {
+                            self.out.extend_from_slice(prefix);
+                            self.out.extend_from_slice(attr.name().as_bytes());
+                        }
+                    }
+                    self.out.extend_from_slice(b"\":");
+                    self.out.extend_from_slice(value);
+                }
+            }
             Naming::Nested => {
                 if self.need_comma {
                     self.out.push(b',');
@@ -236,15 +341,39 @@ impl Splice<'_, '_> {
 
     /// Writes the enrichment of a field holding several addresses as
     /// `"<field><suffix>":[{"ip":"..",<attrs>},...]`; `tier` is the
-    /// provenance member's JSON value, when wanted.
+    /// provenance member's JSON value, when wanted. With ECS naming and an
+    /// ECS object for the field, the addresses are first written as that
+    /// ECS field, a list (`"dns.resolved_ip":["..",..]`); ECS has no field
+    /// for their enrichment, which follows as in flat naming.
     pub fn array<'f>(
         &mut self,
         field: usize,
-        items: impl Iterator<Item = (IpAddr, &'f Fragment, Option<&'f [u8]>)>,
+        items: impl Iterator<Item = (IpAddr, &'f Fragment, Option<&'f [u8]>)> + Clone,
     ) {
         let Some(prefix) = self.splicer.array_prefixes.get(field) else {
             return;
         };
+        if self.splicer.naming == Naming::Ecs
+            && let Some(Some(object)) = self.splicer.ecs.get(field)
+        {
+            if self.need_comma {
+                self.out.push(b',');
+            }
+            self.need_comma = true;
+            // `"dns.resolved_ip.` -> `"dns.resolved_ip":[`
+            self.out
+                .extend_from_slice(object.get(..object.len() - 1).unwrap_or(object));
+            self.out.extend_from_slice(b"\":[");
+            for (i, (ip, _, _)) in items.clone().enumerate() {
+                if i > 0 {
+                    self.out.push(b',');
+                }
+                self.out.push(b'"');
+                write_ip(self.out, ip);
+                self.out.push(b'"');
+            }
+            self.out.push(b']');
+        }
         if self.need_comma {
             self.out.push(b',');
         }

@@ -68,6 +68,7 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
                 asn: Some(asn.clone()),
                 attrs: opts.geo_attrs.clone(),
                 verify: true,
+                ..GeoIpOptions::default()
             })
             .expect("fixture databases open")
         } else {

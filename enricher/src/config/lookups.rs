@@ -1,6 +1,7 @@
 //! `[geoip]`, `[dns]`, `[cache]` and `[redis]`: the lookups behind an
 //! address and the two cache tiers in front of them.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -35,11 +36,18 @@ pub struct GeoIpConfig {
     /// ASN database (`GeoLite2-ASN.mmdb`, `GeoIP2-ISP.mmdb`). Unset: no
     /// `asn`/`org` (`--geoip-asn`).
     pub asn: Option<PathBuf>,
-    /// Attributes written, and the only ones decoded: any of `country`,
-    /// `country_name`, `continent`, `city`, `subdivision`, `location`
-    /// (`{"lat":..,"lon":..}`), `timezone`, `postal` (City database), `asn`,
-    /// `org` (ASN database).
+    /// Attributes written from `geoip.city` and `geoip.asn`, and the only
+    /// ones decoded: any of `country`, `country_name`, `continent`, `city`,
+    /// `subdivision`, `subdivision_name`, `location` (`{"lat":..,"lon":..}`),
+    /// `timezone`, `postal` (City database), `asn`, `org` (ASN database).
     pub attributes: Vec<Attr>,
+    /// More databases of any type, each `{ path = "...", attributes = [...] }`
+    /// (`--geoip PATH`, repeatable). The type comes from the file's metadata:
+    /// City/Country, ASN, ISP, Anonymous-IP, Connection-Type, Domain (MaxMind's
+    /// or DB-IP's). No `attributes`: all its type supports. A custom
+    /// database maps output names to paths into its records,
+    /// `attributes = { owner = "owner.name", site = "site" }`.
+    pub databases: Vec<GeoIpDatabase>,
     /// Which addresses get GeoIP: `all`, `public` or `private`.
     pub scope: Scope,
     /// Addresses in these CIDRs get no GeoIP, whatever the scope.
@@ -56,11 +64,81 @@ impl Default for GeoIpConfig {
             city: None,
             asn: None,
             attributes: vec![Attr::Country, Attr::City, Attr::Asn, Attr::Org],
+            databases: Vec::new(),
             scope: Scope::Public,
             skip_cidrs: Vec::new(),
             reload_interval_ms: 30_000,
             verify: true,
         }
+    }
+}
+
+/// One entry of `geoip.databases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoIpDatabase {
+    /// The `.mmdb` file.
+    pub path: PathBuf,
+    /// What to write: a list of attribute names of the database's type
+    /// (empty: all of them), or, for any database, a map from output name
+    /// to a dotted path into its records (`{ owner = "owner.name" }`;
+    /// a numeric segment indexes a list).
+    #[serde(default)]
+    pub attributes: DbAttributes,
+}
+
+/// The attributes of one `geoip.databases` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DbAttributes {
+    /// Attributes of the database's own type; empty: all of them.
+    Names(Vec<Attr>),
+    /// Output name -> dotted path into the record (a custom database).
+    Paths(BTreeMap<String, String>),
+}
+
+impl Default for DbAttributes {
+    fn default() -> Self {
+        DbAttributes::Names(Vec::new())
+    }
+}
+
+impl GeoIpConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        for (i, db) in self.databases.iter().enumerate() {
+            if db.path.as_os_str().is_empty() {
+                return Err(ConfigError::new(
+                    format!("geoip.databases[{i}].path"),
+                    "must not be empty",
+                ));
+            }
+            let DbAttributes::Paths(paths) = &db.attributes else {
+                continue;
+            };
+            if paths.is_empty() {
+                return Err(ConfigError::new(
+                    format!("geoip.databases[{i}].attributes"),
+                    "an empty map writes nothing; leave it out for all the type's attributes",
+                ));
+            }
+            for (name, path) in paths {
+                let key = || format!("geoip.databases[{i}].attributes.{name}");
+                let safe = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+                if name.is_empty() || !name.chars().all(safe) {
+                    return Err(ConfigError::new(
+                        key(),
+                        "an output name is letters, digits, `_`, `.` and `-`",
+                    ));
+                }
+                if path.is_empty() || path.split('.').any(str::is_empty) {
+                    return Err(ConfigError::new(
+                        key(),
+                        format!("{path:?} is not a dotted path (`owner.name`)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

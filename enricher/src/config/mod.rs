@@ -28,8 +28,12 @@ use serde::{Deserialize, Serialize};
 pub use self::kafka::{
     Compression, KafkaConfig, MAX_ENRICH_THREADS, RESERVED_PROPERTIES, WorkerConfig,
 };
-pub use self::lookups::{CacheConfig, DnsConfig, GeoIpConfig, RedisConfig, Scope};
-pub use self::records::{Attr, FieldsConfig, InputConfig, Naming, OutputConfig, PipeConfig};
+pub use self::lookups::{
+    CacheConfig, DbAttributes, DnsConfig, GeoIpConfig, GeoIpDatabase, RedisConfig, Scope,
+};
+pub use self::records::{
+    Attr, CustomName, FieldsConfig, InputConfig, Naming, OutputConfig, PipeConfig,
+};
 use crate::secrets::{Secrets, mask_quoted};
 use crate::secrets::{is_secret_key, is_secret_property, mask_secrets};
 
@@ -197,6 +201,7 @@ impl Config {
         self.input.check()?;
         self.fields.check()?;
         self.output.check()?;
+        self.geoip.check()?;
         self.dns.check()?;
         self.cache.check()?;
         self.redis.check()?;

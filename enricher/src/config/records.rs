@@ -91,10 +91,16 @@ impl FieldsConfig {
     }
 }
 
+/// The output name of a custom database's attribute, stored once for the
+/// life of the process (names come from the configuration, a handful).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CustomName(pub &'static str);
+
 /// One attribute an enrichment can carry. Its [`Attr::name`] is the suffix of
 /// the output member (`<field>_<name>` in flat naming).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Attr {
     /// ISO 3166-1 alpha-2 country code, from the City or Country database.
     Country,
@@ -106,6 +112,8 @@ pub enum Attr {
     City,
     /// ISO code of the first subdivision (state, region).
     Subdivision,
+    /// English name of the first subdivision.
+    SubdivisionName,
     /// `{"lat":..,"lon":..}`, the shape Elasticsearch maps as a `geo_point`.
     Location,
     /// IANA time zone.
@@ -116,6 +124,35 @@ pub enum Attr {
     Asn,
     /// Autonomous system organisation.
     Org,
+    /// Internet service provider's name, from an ISP database.
+    Isp,
+    /// The organisation the address is assigned to, from an ISP database.
+    Organization,
+    /// Mobile country code (MCC), from an ISP database.
+    MobileCountryCode,
+    /// Mobile network code (MNC), from an ISP database.
+    MobileNetworkCode,
+    /// An anonymous network of any kind, from an Anonymous-IP database.
+    IsAnonymous,
+    /// A VPN provider's address.
+    IsAnonymousVpn,
+    /// A hosting or VPN provider's address.
+    IsHostingProvider,
+    /// A public proxy.
+    IsPublicProxy,
+    /// A residential proxy.
+    IsResidentialProxy,
+    /// A Tor exit node.
+    IsTorExitNode,
+    /// `Cable/DSL`, `Cellular`, `Corporate` or `Satellite`, from a
+    /// Connection-Type database.
+    ConnectionType,
+    /// The second-level domain of the address's owner, from a Domain database.
+    Domain,
+    /// A custom database's attribute, by its output name
+    /// (`geoip.databases[].attributes`). Not a `geoip.attributes` value.
+    #[serde(skip)]
+    Custom(CustomName),
     /// Reverse DNS name (PTR), sanitised.
     Ptr,
     /// Provenance: why the GeoIP attributes are missing.
@@ -137,11 +174,25 @@ impl Attr {
             Attr::Continent => "continent",
             Attr::City => "city",
             Attr::Subdivision => "subdivision",
+            Attr::SubdivisionName => "subdivision_name",
             Attr::Location => "location",
             Attr::Timezone => "timezone",
             Attr::Postal => "postal",
             Attr::Asn => "asn",
             Attr::Org => "org",
+            Attr::Isp => "isp",
+            Attr::Organization => "organization",
+            Attr::MobileCountryCode => "mobile_country_code",
+            Attr::MobileNetworkCode => "mobile_network_code",
+            Attr::IsAnonymous => "is_anonymous",
+            Attr::IsAnonymousVpn => "is_anonymous_vpn",
+            Attr::IsHostingProvider => "is_hosting_provider",
+            Attr::IsPublicProxy => "is_public_proxy",
+            Attr::IsResidentialProxy => "is_residential_proxy",
+            Attr::IsTorExitNode => "is_tor_exit_node",
+            Attr::ConnectionType => "connection_type",
+            Attr::Domain => "domain",
+            Attr::Custom(name) => name.0,
             Attr::Ptr => "ptr",
             Attr::GeoStatus => "geo_status",
             Attr::GeoBuild => "geo_build",
@@ -160,15 +211,25 @@ pub enum Naming {
     Flat,
     /// One object per address: `"<field><suffix>": {"country":"US", ...}`.
     Nested,
+    /// Elastic Common Schema: dotted keys under the field's ECS object
+    /// (`"destination.geo.country_iso_code":"US"`, see `output.ecs_fields`);
+    /// what ECS has no field for stays in flat naming.
+    Ecs,
 }
 
 /// `[output]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputConfig {
-    /// `flat` (`"id.resp_h_country":"US"`) or `nested`
-    /// (`"id.resp_h_enr":{"country":"US"}`) (`--naming`).
+    /// `flat` (`"id.resp_h_country":"US"`), `nested`
+    /// (`"id.resp_h_enr":{"country":"US"}`) or `ecs`
+    /// (`"destination.geo.country_iso_code":"US"`) (`--naming`).
     pub naming: Naming,
+    /// With `naming = "ecs"`: the ECS object each address field's enrichment
+    /// goes under (`"id.resp_h" = "destination"`); a list field (`answers`)
+    /// is written as that ECS field, a list of its addresses. Fields not named
+    /// here keep flat naming.
+    pub ecs_fields: BTreeMap<String, String>,
     /// Between field and attribute in flat naming.
     pub separator: String,
     /// Appended to the field name for nested objects and address lists.
@@ -185,6 +246,16 @@ impl Default for OutputConfig {
             naming: Naming::Flat,
             separator: "_".into(),
             nested_suffix: "_enr".into(),
+            ecs_fields: [
+                ("id.orig_h", "source"),
+                ("id.resp_h", "destination"),
+                ("srcip", "source"),
+                ("dstip", "destination"),
+                ("answers", "dns.resolved_ip"),
+            ]
+            .into_iter()
+            .map(|(f, p)| (f.to_string(), p.to_string()))
+            .collect(),
             provenance: false,
         }
     }
@@ -199,6 +270,12 @@ impl OutputConfig {
             return Err(ConfigError::new(
                 "output.nested_suffix",
                 "must not be empty",
+            ));
+        }
+        if let Some((field, _)) = self.ecs_fields.iter().find(|(_, p)| p.is_empty()) {
+            return Err(ConfigError::new(
+                format!("output.ecs_fields.{field}"),
+                "the ECS object must not be empty",
             ));
         }
         Ok(())

@@ -10,6 +10,7 @@ mod chaos;
 mod dns;
 mod faults;
 mod geoip;
+mod geoip_kinds;
 mod kafka;
 mod pipe;
 mod records;

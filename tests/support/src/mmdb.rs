@@ -324,6 +324,26 @@ pub fn asn_db_bytes(entries: &[(IpNet, u32, &str)], build_epoch: u64) -> Vec<u8>
     finish(&writer)
 }
 
+/// A database of any type (`GeoIP2-Anonymous-IP`, `GeoIP2-ISP`, a custom
+/// `Acme-Networks`, ...) holding `entries` as they serialise: build records
+/// from typed structs (or `serde_json` values whose numbers are meant as
+/// 64-bit integers) so numbers keep the MMDB types real databases use.
+///
+/// # Panics
+///
+/// If a network cannot be inserted (it cannot happen in an IPv6 tree).
+pub fn db_bytes<T: Serialize>(
+    database_type: &str,
+    entries: &[(IpNet, T)],
+    build_epoch: u64,
+) -> Vec<u8> {
+    let mut writer = writer(database_type, "test-support fixture", build_epoch);
+    for (net, record) in entries {
+        writer.insert(*net, record).expect("inserting a record");
+    }
+    finish(&writer)
+}
+
 /// Replaces `path` the way geoipupdate does: writes a temporary file in the same
 /// directory, syncs it, and renames it over `path`, so a reader never sees a partly
 /// written file and a watcher sees one rename.
