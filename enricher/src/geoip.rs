@@ -498,6 +498,8 @@ pub fn attr_kind(attr: Attr) -> Option<DbKind> {
         | Attr::Postal => Some(DbKind::City),
         Attr::Asn | Attr::Org => Some(DbKind::Asn),
         Attr::Ptr | Attr::GeoStatus | Attr::GeoBuild | Attr::PtrStatus | Attr::Tier => None,
+        // `[domains]` and `[urls]` attributes; never in `geoip.attributes`.
+        _ => None,
     }
 }
 

@@ -29,7 +29,9 @@ pub use self::kafka::{
     Compression, KafkaConfig, MAX_ENRICH_THREADS, RESERVED_PROPERTIES, WorkerConfig,
 };
 pub use self::lookups::{CacheConfig, DnsConfig, GeoIpConfig, RedisConfig, Scope};
-pub use self::records::{Attr, FieldsConfig, InputConfig, Naming, OutputConfig, PipeConfig};
+pub use self::records::{
+    Attr, DomainsConfig, FieldsConfig, InputConfig, Naming, OutputConfig, PipeConfig, UrlsConfig,
+};
 use crate::secrets::{Secrets, mask_quoted};
 use crate::secrets::{is_secret_key, is_secret_property, mask_secrets};
 
@@ -64,6 +66,10 @@ pub struct Config {
     pub fields: FieldsConfig,
     /// How enrichment is written.
     pub output: OutputConfig,
+    /// Fields holding host names.
+    pub domains: DomainsConfig,
+    /// Fields holding URLs.
+    pub urls: UrlsConfig,
     /// GeoIP databases.
     pub geoip: GeoIpConfig,
     /// Reverse DNS.
@@ -197,6 +203,8 @@ impl Config {
         self.input.check()?;
         self.fields.check()?;
         self.output.check()?;
+        self.domains.check()?;
+        self.urls.check()?;
         self.dns.check()?;
         self.cache.check()?;
         self.redis.check()?;
