@@ -340,9 +340,18 @@ mod tests {
         ] {
             assert_eq!(homogenise(raw, false).as_deref(), Ok(want), "{raw}");
         }
-        assert_eq!(homogenise(".com.example", true).as_deref(), Ok("example.com"));
-        assert_eq!(homogenise("com.example.www", true).as_deref(), Ok("www.example.com"));
-        assert_eq!(homogenise("com.example.", true).as_deref(), Ok("example.com"));
+        assert_eq!(
+            homogenise(".com.example", true).as_deref(),
+            Ok("example.com")
+        );
+        assert_eq!(
+            homogenise("com.example.www", true).as_deref(),
+            Ok("www.example.com")
+        );
+        assert_eq!(
+            homogenise("com.example.", true).as_deref(),
+            Ok("example.com")
+        );
     }
 
     #[test]
@@ -382,25 +391,49 @@ mod tests {
     #[test]
     fn public_suffix_list_edges() {
         for (name, want) in [
-            ("www.example.co.uk", (Some("example.co.uk"), Some("co.uk"), Some("www"))),
-            ("example.co.uk", (Some("example.co.uk"), Some("co.uk"), None)),
+            (
+                "www.example.co.uk",
+                (Some("example.co.uk"), Some("co.uk"), Some("www")),
+            ),
+            (
+                "example.co.uk",
+                (Some("example.co.uk"), Some("co.uk"), None),
+            ),
             // A bare suffix has no registered domain.
             ("co.uk", (None, Some("co.uk"), None)),
-            ("a.b.example.com", (Some("example.com"), Some("com"), Some("a.b"))),
+            (
+                "a.b.example.com",
+                (Some("example.com"), Some("com"), Some("a.b")),
+            ),
             // Wildcard `*.ck` and its exception `!www.ck`.
             ("a.b.ck", (Some("a.b.ck"), Some("b.ck"), None)),
             ("x.www.ck", (Some("www.ck"), Some("ck"), Some("x"))),
             // Wildcard `*.kawasaki.jp` and exception `!city.kawasaki.jp`.
-            ("www.city.kawasaki.jp", (Some("city.kawasaki.jp"), Some("kawasaki.jp"), Some("www"))),
+            (
+                "www.city.kawasaki.jp",
+                (Some("city.kawasaki.jp"), Some("kawasaki.jp"), Some("www")),
+            ),
             // A single label: no parts at all.
             ("localhost", (None, None, None)),
             // An unknown top-level domain: the default rule `*`.
-            ("host.corp.internal", (Some("corp.internal"), Some("internal"), Some("host"))),
+            (
+                "host.corp.internal",
+                (Some("corp.internal"), Some("internal"), Some("host")),
+            ),
             // IDN: rules are matched in punycode.
-            ("www.xn--fiqs8s", (Some("www.xn--fiqs8s"), Some("xn--fiqs8s"), None)),
-            ("a.b.xn--55qx5d.cn", (Some("b.xn--55qx5d.cn"), Some("xn--55qx5d.cn"), Some("a"))),
+            (
+                "www.xn--fiqs8s",
+                (Some("www.xn--fiqs8s"), Some("xn--fiqs8s"), None),
+            ),
+            (
+                "a.b.xn--55qx5d.cn",
+                (Some("b.xn--55qx5d.cn"), Some("xn--55qx5d.cn"), Some("a")),
+            ),
             // Private section rules count.
-            ("me.github.io", (Some("me.github.io"), Some("github.io"), None)),
+            (
+                "me.github.io",
+                (Some("me.github.io"), Some("github.io"), None),
+            ),
         ] {
             assert_eq!(parts_of(name), want, "{name}");
         }
@@ -410,8 +443,11 @@ mod tests {
     fn a_list_file_replaces_the_builtin_one() {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let path = dir.path().join("public_suffix_list.dat");
-        std::fs::write(&path, "// ===BEGIN ICANN DOMAINS===\ncom\nexample.com\n// ===END ICANN DOMAINS===\n")
-            .expect("written");
+        std::fs::write(
+            &path,
+            "// ===BEGIN ICANN DOMAINS===\ncom\nexample.com\n// ===END ICANN DOMAINS===\n",
+        )
+        .expect("written");
         let list = Psl::from_file(&path).expect("a list");
         let p = list.parts("a.b.example.com");
         assert_eq!(p.registered_domain, Some("b.example.com"));
@@ -423,8 +459,11 @@ mod tests {
 
     #[test]
     fn urls_are_split() {
-        let u = url_parts("https://WWW.Example.co.uk:8443/a/b.Tar.gz?q=1#f", &Psl::Builtin)
-            .expect("a URL");
+        let u = url_parts(
+            "https://WWW.Example.co.uk:8443/a/b.Tar.gz?q=1#f",
+            &Psl::Builtin,
+        )
+        .expect("a URL");
         assert_eq!(u.scheme, "https");
         assert_eq!(u.host.as_deref(), Some("www.example.co.uk"));
         assert_eq!(u.port, Some(8443));
@@ -434,7 +473,10 @@ mod tests {
         assert_eq!(u.registered_domain.as_deref(), Some("example.co.uk"));
         let u = url_parts("http://10.0.0.1/", &Psl::Builtin).expect("a URL");
         assert_eq!(u.host.as_deref(), Some("10.0.0.1"));
-        assert_eq!((u.port, u.extension, u.registered_domain), (None, None, None));
+        assert_eq!(
+            (u.port, u.extension, u.registered_domain),
+            (None, None, None)
+        );
         assert!(url_parts("/relative", &Psl::Builtin).is_none());
         assert!(url_parts("", &Psl::Builtin).is_none());
     }

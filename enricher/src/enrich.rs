@@ -300,12 +300,7 @@ impl Enricher {
         let ip_fields = paths.len();
         paths.extend(domains::paths(&opts.domains, &opts.urls));
         let wanted = Wanted::new(&opts.fields.type_key, &paths);
-        let domains = Domains::new(
-            &opts.domains,
-            &opts.urls,
-            opts.provenance,
-            wanted.paths(),
-        )?;
+        let domains = Domains::new(&opts.domains, &opts.urls, opts.provenance, wanted.paths())?;
         let mask_of = |fields: &[String]| {
             fields
                 .iter()

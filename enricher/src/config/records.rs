@@ -133,7 +133,11 @@ impl DomainsConfig {
                 return Err(ConfigError::new(key, "field names must not be empty"));
             }
         }
-        if let Some(f) = self.reversed_fields.iter().find(|f| self.fields.contains(f)) {
+        if let Some(f) = self
+            .reversed_fields
+            .iter()
+            .find(|f| self.fields.contains(f))
+        {
             return Err(ConfigError::new(
                 "domains.reversed_fields",
                 format!("{f} is also in domains.fields: a field is read one way"),

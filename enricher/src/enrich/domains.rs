@@ -197,7 +197,11 @@ impl Domains {
 
     /// The parts of a host name.
     fn name(&self, raw: &str, reversed: bool) -> Arc<Named> {
-        let cache = if reversed { &self.reversed } else { &self.names };
+        let cache = if reversed {
+            &self.reversed
+        } else {
+            &self.names
+        };
         if let Some(hit) = cache.get(raw) {
             return hit;
         }
