@@ -96,8 +96,8 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (enricher, _dir) = enricher(&rt, true);
     let (without_domains, _dir2) = enricher(&rt, false);
+    let (enricher, _dir) = enricher(&rt, true);
     for kind in ["ssl", "dns"] {
         let records = records(kind);
         let bytes: usize = records.iter().map(Vec::len).sum();
