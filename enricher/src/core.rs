@@ -81,6 +81,10 @@ pub fn build(config: &Config) -> Result<Core, ConfigError> {
         }
         None => None,
     };
+    if let Some(path) = &config.domains.public_suffix_list {
+        crate::domain::Psl::from_file(path)
+            .map_err(|e| ConfigError::new("domains.public_suffix_list", e.to_string()))?;
+    }
     let enricher = Enricher::new(
         EnrichOptions::from_config(config),
         Arc::clone(&geo),

@@ -22,7 +22,7 @@ use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 
 use crate::cache::{L2Read, RedisCache};
-use crate::config::Config;
+use crate::config::{Config, DomainsConfig, UrlsConfig};
 use crate::dns::{Dns, PtrOutcome, TtlPolicy};
 use crate::geoip::{GeoIp, GeoStatus};
 use crate::ip::{Locality, Skip, canonical, canonical_bytes};
@@ -32,7 +32,9 @@ use crate::record::{FoundKind, RecordError, Scan, Wanted};
 use crate::splice::{Attr, Fragment, FragmentBuilder, Naming, Splicer};
 use crate::stats::Stats;
 
+mod domains;
 mod front;
+use domains::{Domains, Named};
 use front::Front;
 
 /// Which fields hold addresses, per log type: `[fields]`, taken as it is.
@@ -69,6 +71,10 @@ pub struct EnrichOptions {
     pub lookup_deadline: Duration,
     /// Record size and nesting limits.
     pub limits: Limits,
+    /// Which fields hold host names, and the Public Suffix List.
+    pub domains: DomainsConfig,
+    /// Which fields hold URLs.
+    pub urls: UrlsConfig,
 }
 
 impl Default for EnrichOptions {
@@ -99,6 +105,8 @@ impl EnrichOptions {
                 max_depth: config.input.max_depth,
                 max_bytes: config.input.max_record_bytes,
             },
+            domains: config.domains.clone(),
+            urls: config.urls.clone(),
         }
     }
 }
@@ -183,6 +191,10 @@ pub struct Scratch {
     /// A per-thread front for L1, for a scratch that lives as long as its
     /// thread (see [`Scratch::with_front`]).
     front: Option<Front<Arc<Entry>>>,
+    /// (field, parts) of the name and URL fields, in document order.
+    names: Vec<(u16, Arc<Named>)>,
+    /// A URL put together from a path and a host field.
+    joined: String,
 }
 
 impl Scratch {
@@ -204,6 +216,9 @@ pub struct Enricher {
     default_mask: u64,
     type_masks: HashMap<Box<str>, u64>,
     array_mask: u64,
+    /// Wanted fields below this index hold addresses.
+    ip_fields: usize,
+    domains: Domains,
     splicer: Splicer,
     geo: Arc<GeoIp>,
     dns: Option<Arc<Dns>>,
@@ -284,8 +299,11 @@ impl Enricher {
         dns: Option<Arc<Dns>>,
         l2: Option<RedisCache>,
     ) -> Result<Arc<Self>, String> {
-        let paths = field_paths(&opts.fields)?;
+        let mut paths = field_paths(&opts.fields)?;
+        let ip_fields = paths.len();
+        paths.extend(domains::paths(&opts.domains, &opts.urls));
         let wanted = Wanted::new(&opts.fields.type_key, &paths);
+        let domains = Domains::new(&opts.domains, &opts.urls, opts.provenance, wanted.paths())?;
         let mask_of = |fields: &[String]| {
             fields
                 .iter()
@@ -330,6 +348,8 @@ impl Enricher {
             default_mask,
             type_masks,
             array_mask,
+            ip_fields,
+            domains,
             splicer,
             geo,
             dns,
@@ -464,7 +484,13 @@ impl Enricher {
         s.hits.clear();
         s.unique.clear();
         s.not_an_address = 0;
+        s.names.clear();
         json::scan(input, &self.wanted, &self.opts.limits, &mut s.scan)?;
+        if self.domains.any() {
+            let found = &s.scan.found;
+            self.domains
+                .collect(input, found, &mut s.names, &mut s.text, &mut s.joined);
+        }
         let mask = match s.scan.log_type {
             Some((start, end, escaped)) if !self.type_masks.is_empty() => {
                 let raw = input.get(start as usize..end as usize).unwrap_or_default();
@@ -482,6 +508,9 @@ impl Enricher {
         };
         let mut seen = 0u64;
         for found in &s.scan.found {
+            if usize::from(found.field) >= self.ip_fields {
+                continue;
+            }
             let bit = 1u64 << found.field;
             if mask & bit == 0 || (seen & bit != 0 && self.array_mask & bit == 0) {
                 continue;
@@ -557,6 +586,14 @@ impl Enricher {
                 (u.ip, fragment, provenance.then(|| u.tier.json()))
             });
             splice.array(field as usize, items);
+        }
+        for (field, named) in &s.names {
+            splice.field(usize::from(*field), &named.fragment, &[]);
+            if named.invalid {
+                let path = self.wanted.paths().get(usize::from(*field));
+                metrics::counter!(m::NOT_A_DOMAIN, "field" => path.cloned().unwrap_or_default())
+                    .increment(1);
+            }
         }
         splice.finish();
         self.stats.enriched.inc();
@@ -705,7 +742,10 @@ impl Enricher {
             }
         }
         match ptr {
-            Some(PtrState::Outcome(PtrOutcome::Name { name, .. })) => b.str(Attr::Ptr, name),
+            Some(PtrState::Outcome(PtrOutcome::Name { name, .. })) => {
+                b.str(Attr::Ptr, name);
+                self.domains.ptr(name, &mut b);
+            }
             Some(PtrState::Outcome(other)) if provenance => b.str(Attr::PtrStatus, other.label()),
             Some(PtrState::Skipped(skip)) if provenance => b.str(Attr::PtrStatus, skip.label()),
             _ => {}

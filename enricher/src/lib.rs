@@ -22,6 +22,7 @@ pub mod cache;
 pub mod config;
 pub mod core;
 pub mod dns;
+pub mod domain;
 pub mod enrich;
 pub mod geoip;
 pub mod http;

@@ -34,6 +34,9 @@ pub const CONSUMER_ERRORS: &str = "enricher_consumer_errors_total";
 pub const CLIENT_ERRORS: &str = "enricher_kafka_client_errors_total";
 /// Field values that were not an address (hostnames in DNS answers, `-`). Counter.
 pub const NOT_AN_ADDRESS: &str = "enricher_not_an_address_total";
+/// Values of `[domains]` and `[urls]` fields that were not a host name (or
+/// URL), by `field`. Counter.
+pub const NOT_A_DOMAIN: &str = "enricher_not_a_domain_total";
 /// Cache lookups by `tier` (`l1`, `l2`) and `result` (`hit`, `miss`). Counter.
 pub const CACHE: &str = "enricher_cache_requests_total";
 /// Entries in the L1 cache. Gauge.
@@ -96,7 +99,7 @@ pub enum Kind {
 
 /// Every series of the worker with its kind and help text (the `# HELP`
 /// line); the acker's are in [`acker::metrics::HELP`].
-pub const HELP: [(&str, Kind, &str); 29] = [
+pub const HELP: [(&str, Kind, &str); 30] = [
     (
         RECORDS_RECEIVED,
         Kind::Counter,
@@ -136,6 +139,11 @@ pub const HELP: [(&str, Kind, &str); 29] = [
         NOT_AN_ADDRESS,
         Kind::Counter,
         "Field values that were not an address.",
+    ),
+    (
+        NOT_A_DOMAIN,
+        Kind::Counter,
+        "Values of domain and URL fields that were not a host name (or URL), by field.",
     ),
     (
         CACHE,

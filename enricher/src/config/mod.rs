@@ -32,7 +32,8 @@ pub use self::lookups::{
     CacheConfig, DbAttributes, DnsConfig, GeoIpConfig, GeoIpDatabase, RedisConfig, Scope,
 };
 pub use self::records::{
-    Attr, CustomName, FieldsConfig, InputConfig, Naming, OutputConfig, PipeConfig,
+    Attr, CustomName, DomainsConfig, FieldsConfig, InputConfig, Naming, OutputConfig, PipeConfig,
+    UrlsConfig,
 };
 use crate::secrets::{Secrets, mask_quoted};
 use crate::secrets::{is_secret_key, is_secret_property, mask_secrets};
@@ -68,6 +69,10 @@ pub struct Config {
     pub fields: FieldsConfig,
     /// How enrichment is written.
     pub output: OutputConfig,
+    /// Fields holding host names.
+    pub domains: DomainsConfig,
+    /// Fields holding URLs.
+    pub urls: UrlsConfig,
     /// GeoIP databases.
     pub geoip: GeoIpConfig,
     /// Reverse DNS.
@@ -202,6 +207,8 @@ impl Config {
         self.fields.check()?;
         self.output.check()?;
         self.geoip.check()?;
+        self.domains.check()?;
+        self.urls.check()?;
         self.dns.check()?;
         self.cache.check()?;
         self.redis.check()?;

@@ -95,6 +95,104 @@ impl FieldsConfig {
 /// life of the process (names come from the configuration, a handful).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CustomName(pub &'static str);
+/// `[domains]`: fields holding host names, homogenised and split by the
+/// Public Suffix List into `<field>_domain`, `<field>_registered_domain`,
+/// `<field>_top_level_domain` and `<field>_subdomain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DomainsConfig {
+    /// Fields holding a host name (not a URL), in any log type; dotted paths as in `[fields]`. Empty turns domains off.
+    pub fields: Vec<String>,
+    /// Fields whose names are written right to left (`.com.example`); they need not be listed in `fields` too.
+    pub reversed_fields: Vec<String>,
+    /// A newer `public_suffix_list.dat` to use instead of the list compiled in; read once at start.
+    pub public_suffix_list: Option<PathBuf>,
+    /// Also write `<field>_ptr_registered_domain` next to each PTR name the worker obtained.
+    pub ptr_registered_domain: bool,
+    /// Names (and URLs) whose parts the in-process cache keeps.
+    pub cache_entries: u64,
+}
+
+impl Default for DomainsConfig {
+    fn default() -> Self {
+        let strings = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Self {
+            // Zeek: dns `query`, ssl `server_name`, http `host`.
+            fields: strings(&["query", "server_name", "host"]),
+            reversed_fields: Vec::new(),
+            public_suffix_list: None,
+            ptr_registered_domain: true,
+            cache_entries: 100_000,
+        }
+    }
+}
+
+impl DomainsConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        for (key, fields) in [
+            ("domains.fields", &self.fields),
+            ("domains.reversed_fields", &self.reversed_fields),
+        ] {
+            if fields.iter().any(|f| f.is_empty()) {
+                return Err(ConfigError::new(key, "field names must not be empty"));
+            }
+        }
+        if let Some(f) = self
+            .reversed_fields
+            .iter()
+            .find(|f| self.fields.contains(f))
+        {
+            return Err(ConfigError::new(
+                "domains.reversed_fields",
+                format!("{f} is also in domains.fields: a field is read one way"),
+            ));
+        }
+        positive("domains.cache_entries", self.cache_entries)
+    }
+}
+
+/// `[urls]`: fields holding URLs, split by a WHATWG URL parser into
+/// `<field>_scheme`, `_host`, `_port`, `_path`, `_query`, `_extension` and
+/// `_registered_domain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UrlsConfig {
+    /// Fields holding an absolute URL (Zeek http `referrer`). Empty turns them off.
+    pub fields: Vec<String>,
+    /// Fields holding a path, read as `http://<host field><path>`: `{ uri = "host" }` for Zeek http.
+    pub with_host: BTreeMap<String, String>,
+}
+
+impl Default for UrlsConfig {
+    fn default() -> Self {
+        Self {
+            fields: vec!["referrer".into()],
+            with_host: BTreeMap::from([("uri".to_string(), "host".to_string())]),
+        }
+    }
+}
+
+impl UrlsConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.fields.iter().any(|f| f.is_empty()) {
+            return Err(ConfigError::new(
+                "urls.fields",
+                "field names must not be empty",
+            ));
+        }
+        if self
+            .with_host
+            .iter()
+            .any(|(path, host)| path.is_empty() || host.is_empty())
+        {
+            return Err(ConfigError::new(
+                "urls.with_host",
+                "field names must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// One attribute an enrichment can carry. Its [`Attr::name`] is the suffix of
 /// the output member (`<field>_<name>` in flat naming).
@@ -163,6 +261,42 @@ pub enum Attr {
     PtrStatus,
     /// Provenance: which tier answered the PTR (`l1`, `l2`, `dns`).
     Tier,
+    /// A host name, homogenised (`[domains]`); written as `<field>_domain`.
+    #[serde(skip)]
+    HostName,
+    /// Its registered domain (eTLD+1), from the Public Suffix List.
+    #[serde(skip)]
+    RegisteredDomain,
+    /// Its public suffix.
+    #[serde(skip)]
+    TopLevelDomain,
+    /// What precedes the registered domain.
+    #[serde(skip)]
+    Subdomain,
+    /// Provenance: why a name has no parts (`invalid`).
+    #[serde(skip)]
+    DomainStatus,
+    /// The registered domain of the PTR name.
+    #[serde(skip)]
+    PtrRegisteredDomain,
+    /// A URL's scheme (`[urls]`).
+    #[serde(skip)]
+    Scheme,
+    /// A URL's host.
+    #[serde(skip)]
+    Host,
+    /// A URL's port, when not its scheme's default.
+    #[serde(skip)]
+    Port,
+    /// A URL's path.
+    #[serde(skip)]
+    Path,
+    /// A URL's query, without the `?`.
+    #[serde(skip)]
+    Query,
+    /// The extension of a URL's last path segment.
+    #[serde(skip)]
+    Extension,
 }
 
 impl Attr {
@@ -198,6 +332,18 @@ impl Attr {
             Attr::GeoBuild => "geo_build",
             Attr::PtrStatus => "ptr_status",
             Attr::Tier => "tier",
+            Attr::HostName => "domain",
+            Attr::RegisteredDomain => "registered_domain",
+            Attr::TopLevelDomain => "top_level_domain",
+            Attr::Subdomain => "subdomain",
+            Attr::DomainStatus => "domain_status",
+            Attr::PtrRegisteredDomain => "ptr_registered_domain",
+            Attr::Scheme => "scheme",
+            Attr::Host => "host",
+            Attr::Port => "port",
+            Attr::Path => "path",
+            Attr::Query => "query",
+            Attr::Extension => "extension",
         }
     }
 }

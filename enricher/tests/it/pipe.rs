@@ -315,3 +315,70 @@ fn a_dash_reads_standard_input_and_a_closed_output_ends_quietly() {
         "{stderr}"
     );
 }
+
+#[test]
+fn domains_and_urls_of_dns_ssl_and_http_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("enricher.toml");
+    std::fs::write(&config, "[domains]\nreversed_fields = [\"rname\"]\n").unwrap();
+    let input = [
+        r#"{"_path":"dns","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.53","query":"WWW.Example.CO.UK."}"#,
+        r#"{"_path":"ssl","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2","server_name":"bücher.example.com"}"#,
+        r#"{"_path":"http","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.2","host":"api.github.io:8080","uri":"/v1/get.json?x=1","referrer":"https://a.b.example.org/index.html"}"#,
+        r#"{"_path":"dns","query":"bad name.example","rname":".com.example.mail"}"#,
+        r#"{"_path":"http","host":"10.0.0.2","uri":"/"}"#,
+    ]
+    .join("\n");
+    let out = run(
+        &[
+            "pipe",
+            "--config",
+            &path_of(&config),
+            "--no-dns",
+            "--provenance",
+        ],
+        format!("{input}\n").as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = lines(&out);
+    assert_eq!(v.len(), 5);
+    assert_eq!(v[0]["query_domain"], "www.example.co.uk");
+    assert_eq!(v[0]["query_registered_domain"], "example.co.uk");
+    assert_eq!(v[0]["query_top_level_domain"], "co.uk");
+    assert_eq!(v[0]["query_subdomain"], "www");
+    assert_eq!(v[1]["server_name_domain"], "xn--bcher-kva.example.com");
+    assert_eq!(v[1]["server_name_registered_domain"], "example.com");
+    assert_eq!(v[1]["server_name_subdomain"], "xn--bcher-kva");
+    // `github.io` is a public suffix (private section).
+    assert_eq!(v[2]["host_domain"], "api.github.io");
+    assert_eq!(v[2]["host_registered_domain"], "api.github.io");
+    assert!(v[2].get("host_subdomain").is_none());
+    assert_eq!(v[2]["uri_scheme"], "http");
+    assert_eq!(v[2]["uri_host"], "api.github.io");
+    assert_eq!(v[2]["uri_port"], 8080);
+    assert_eq!(v[2]["uri_path"], "/v1/get.json");
+    assert_eq!(v[2]["uri_query"], "x=1");
+    assert_eq!(v[2]["uri_extension"], "json");
+    assert_eq!(v[2]["referrer_scheme"], "https");
+    assert_eq!(v[2]["referrer_host"], "a.b.example.org");
+    assert_eq!(v[2]["referrer_path"], "/index.html");
+    assert_eq!(v[2]["referrer_extension"], "html");
+    assert_eq!(v[2]["referrer_registered_domain"], "example.org");
+    assert!(v[2].get("referrer_port").is_none());
+    // Not a name: nothing but the status; a reversed field is read right to left.
+    assert_eq!(v[3]["query_domain_status"], "invalid");
+    assert!(v[3].get("query_domain").is_none());
+    assert_eq!(v[3]["rname_domain"], "mail.example.com");
+    // An address in a host field is no domain, and not an invalid one.
+    assert!(v[4].get("host_domain").is_none());
+    assert!(v[4].get("host_domain_status").is_none());
+    assert_eq!(v[4]["uri_host"], "10.0.0.2");
+    // The original members come first, byte for byte.
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(first.starts_with(&input.lines().next().unwrap()[..input.find('}').unwrap()]));
+}

@@ -1,0 +1,312 @@
+//! The domain and URL side of a record: which scanned fields hold names or
+//! URLs, their parts as ready-to-splice fragments, cached per value.
+//!
+//! ```text
+//! scan.found --(role of the field)--> name / reversed name / URL / path + host field
+//!                                          |
+//!            moka, per kind: value -> Arc<Named> --miss--> domain::homogenise + Psl::parts
+//!                                          |                 or domain::url_parts
+//!                                          v
+//!                      (field, fragment) in the scratch; the writer splices them
+//! ```
+//!
+//! Names repeat far more than addresses (a few thousand names make most of a
+//! DNS log), so a value is homogenised and split once per cache lifetime.
+
+use std::sync::Arc;
+
+use crate::config::{DomainsConfig, UrlsConfig};
+use crate::domain::{self, Psl};
+use crate::record::json;
+use crate::record::{Found, FoundKind};
+use crate::splice::{Attr, Fragment, FragmentBuilder};
+
+/// What a scanned field holds, for this module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Not a name nor a URL.
+    None,
+    /// A host name.
+    Name,
+    /// A host name written right to left.
+    Reversed,
+    /// An absolute URL.
+    Url,
+    /// A path, read with the host in the field of this index.
+    WithHost(u16),
+}
+
+/// The parts of one value, ready to splice.
+#[derive(Debug)]
+pub(super) struct Named {
+    /// The members to write (a status only, for an invalid value with provenance).
+    pub(super) fragment: Fragment,
+    /// The value is not a name (or URL): counted once per record written.
+    pub(super) invalid: bool,
+}
+
+type Cache = moka::sync::Cache<Box<str>, Arc<Named>, foldhash::fast::RandomState>;
+
+/// Names and URLs of every record; shared by the enricher's tasks.
+pub(super) struct Domains {
+    psl: Psl,
+    provenance: bool,
+    ptr: bool,
+    /// The role of each wanted field, by index.
+    roles: Vec<Role>,
+    names: Cache,
+    reversed: Cache,
+    urls: Cache,
+    /// A non-string value.
+    other: Arc<Named>,
+}
+
+impl std::fmt::Debug for Domains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domains")
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every field `[domains]` and `[urls]` read, host fields included.
+pub(super) fn paths(domains: &DomainsConfig, urls: &UrlsConfig) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let all = domains
+        .fields
+        .iter()
+        .chain(&domains.reversed_fields)
+        .chain(&urls.fields)
+        .chain(urls.with_host.iter().flat_map(|(p, h)| [p, h]));
+    for path in all {
+        if !out.contains(path) {
+            out.push(path.clone());
+        }
+    }
+    out
+}
+
+impl Domains {
+    /// Builds the caches and the roles of `wanted`'s paths.
+    pub(super) fn new(
+        domains: &DomainsConfig,
+        urls: &UrlsConfig,
+        provenance: bool,
+        wanted: &[String],
+    ) -> Result<Self, String> {
+        let psl = match &domains.public_suffix_list {
+            Some(path) => Psl::from_file(path).map_err(|e| e.to_string())?,
+            None => Psl::Builtin,
+        };
+        let index = |p: &String| wanted.iter().position(|w| w == p);
+        let roles = wanted
+            .iter()
+            .map(|p| {
+                if domains.fields.contains(p) {
+                    Role::Name
+                } else if domains.reversed_fields.contains(p) {
+                    Role::Reversed
+                } else if urls.fields.contains(p) {
+                    Role::Url
+                } else if let Some(host) = urls.with_host.get(p).and_then(index) {
+                    Role::WithHost(u16::try_from(host).unwrap_or(u16::MAX))
+                } else {
+                    Role::None
+                }
+            })
+            .collect();
+        let cache = || {
+            moka::sync::Cache::builder()
+                .max_capacity(domains.cache_entries)
+                .build_with_hasher(foldhash::fast::RandomState::default())
+        };
+        let mut b = FragmentBuilder::default();
+        if provenance {
+            b.str(Attr::DomainStatus, "invalid");
+        }
+        Ok(Self {
+            psl,
+            provenance,
+            ptr: domains.ptr_registered_domain,
+            roles,
+            names: cache(),
+            reversed: cache(),
+            urls: cache(),
+            other: Arc::new(Named {
+                fragment: b.build(),
+                invalid: true,
+            }),
+        })
+    }
+
+    /// Whether any field is a name or a URL.
+    pub(super) fn any(&self) -> bool {
+        self.roles.iter().any(|r| *r != Role::None)
+    }
+
+    /// The parts of the first value of each name or URL field of a scanned
+    /// record, in document order, into `hits`. `text` and `joined` are
+    /// scratch buffers.
+    pub(super) fn collect(
+        &self,
+        input: &[u8],
+        found: &[Found],
+        hits: &mut Vec<(u16, Arc<Named>)>,
+        text: &mut String,
+        joined: &mut String,
+    ) {
+        for f in found {
+            let role = self.roles.get(usize::from(f.field)).copied();
+            let Some(role) = role.filter(|r| *r != Role::None) else {
+                continue;
+            };
+            if hits.iter().any(|(field, _)| *field == f.field) {
+                continue;
+            }
+            let Some(value) = string(input, f, text) else {
+                hits.push((f.field, Arc::clone(&self.other)));
+                continue;
+            };
+            let named = match role {
+                Role::Name => self.name(value, false),
+                Role::Reversed => self.name(value, true),
+                Role::Url => self.url(value),
+                Role::WithHost(host) => {
+                    // Empty unless the host holds an escape: no allocation.
+                    let mut unescaped = String::new();
+                    let host = found
+                        .iter()
+                        .find(|h| h.field == host)
+                        .and_then(|h| string(input, h, &mut unescaped));
+                    joined.clear();
+                    match host {
+                        Some(host) if value.starts_with('/') => {
+                            joined.push_str("http://");
+                            joined.push_str(host);
+                            joined.push_str(value);
+                        }
+                        _ => joined.push_str(value),
+                    }
+                    self.url(joined)
+                }
+                Role::None => continue,
+            };
+            hits.push((f.field, named));
+        }
+    }
+
+    /// The parts of a host name.
+    fn name(&self, raw: &str, reversed: bool) -> Arc<Named> {
+        let cache = if reversed {
+            &self.reversed
+        } else {
+            &self.names
+        };
+        if let Some(hit) = cache.get(raw) {
+            return hit;
+        }
+        let mut b = FragmentBuilder::default();
+        let invalid = match domain::homogenise(raw, reversed) {
+            Ok(name) => {
+                b.str(Attr::HostName, &name);
+                let parts = self.psl.parts(&name);
+                for (attr, part) in [
+                    (Attr::RegisteredDomain, parts.registered_domain),
+                    (Attr::TopLevelDomain, parts.top_level_domain),
+                    (Attr::Subdomain, parts.subdomain),
+                ] {
+                    if let Some(part) = part {
+                        b.str(attr, part);
+                    }
+                }
+                false
+            }
+            // An address in a host field is not a broken name.
+            Err(domain::NotADomain::Address) => false,
+            Err(_) => {
+                if self.provenance {
+                    b.str(Attr::DomainStatus, "invalid");
+                }
+                true
+            }
+        };
+        let named = Arc::new(Named {
+            fragment: b.build(),
+            invalid,
+        });
+        cache.insert(raw.into(), Arc::clone(&named));
+        named
+    }
+
+    /// The parts of an absolute URL.
+    fn url(&self, raw: &str) -> Arc<Named> {
+        if let Some(hit) = self.urls.get(raw) {
+            return hit;
+        }
+        let mut b = FragmentBuilder::default();
+        let invalid = match domain::url_parts(raw, &self.psl) {
+            Some(u) => {
+                b.str(Attr::Scheme, &u.scheme);
+                if let Some(host) = &u.host {
+                    b.str(Attr::Host, host);
+                }
+                if let Some(port) = u.port {
+                    b.uint(Attr::Port, u64::from(port));
+                }
+                b.str(Attr::Path, &u.path);
+                for (attr, part) in [
+                    (Attr::Query, &u.query),
+                    (Attr::Extension, &u.extension),
+                    (Attr::RegisteredDomain, &u.registered_domain),
+                ] {
+                    if let Some(part) = part {
+                        b.str(attr, part);
+                    }
+                }
+                false
+            }
+            None => {
+                if self.provenance {
+                    b.str(Attr::DomainStatus, "invalid");
+                }
+                true
+            }
+        };
+        let named = Arc::new(Named {
+            fragment: b.build(),
+            invalid,
+        });
+        self.urls.insert(raw.into(), Arc::clone(&named));
+        named
+    }
+
+    /// Adds the registered domain of a PTR name, when wanted.
+    pub(super) fn ptr(&self, name: &str, b: &mut FragmentBuilder) {
+        if !self.ptr {
+            return;
+        }
+        if let Ok(name) = domain::homogenise(name, false)
+            && let Some(registered) = self.psl.parts(&name).registered_domain
+        {
+            b.str(Attr::PtrRegisteredDomain, registered);
+        }
+    }
+}
+
+/// The string value of a found field, unescaped into `text` when needed.
+fn string<'a>(input: &'a [u8], f: &Found, text: &'a mut String) -> Option<&'a str> {
+    let FoundKind::Str {
+        start,
+        end,
+        escaped,
+    } = f.kind
+    else {
+        return None;
+    };
+    let raw = input.get(start as usize..end as usize)?;
+    if escaped {
+        json::unescape_into(raw, text).then_some(text.as_str())
+    } else {
+        std::str::from_utf8(raw).ok()
+    }
+}
