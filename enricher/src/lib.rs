@@ -25,6 +25,7 @@ pub mod dns;
 pub mod enrich;
 pub mod geoip;
 pub mod http;
+pub mod intel;
 pub mod ip;
 pub mod kafka;
 pub mod logging;
