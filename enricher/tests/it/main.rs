@@ -10,6 +10,7 @@ mod chaos;
 mod dns;
 mod faults;
 mod geoip;
+mod intel;
 mod kafka;
 mod pipe;
 mod records;
