@@ -53,7 +53,7 @@ pub fn detect(file: &str, text: &str) -> Format {
     let first = text
         .lines()
         .map(str::trim)
-        .find(|l| !l.is_empty() && !(l.starts_with('#') && !l.starts_with("#fields")));
+        .find(|l| !l.is_empty() && (!l.starts_with('#') || l.starts_with("#fields")));
     let zeek = text
         .lines()
         .take_while(|l| l.starts_with('#') || l.trim().is_empty())
