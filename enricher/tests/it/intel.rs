@@ -93,7 +93,7 @@ fn a_corrupt_indicator_file_exits_64_naming_the_key_file_and_line() {
     assert!(stderr.contains("intel.files"), "{stderr}");
     assert!(stderr.contains(&format!("{bad} line 2")), "{stderr}");
 
-    let table = write(dir.path(), "t.csv", "cidr,owner\nnope,x\n");
+    let table = write(dir.path(), "t.csv", "cidr,owner\nnot a key,x\n");
     let out = run(&["pipe", "--no-dns", "--table", &table], b"");
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
