@@ -11,6 +11,7 @@ use crate::config::{Config, ConfigError, Naming};
 use crate::dns::{Dns, DnsOptions};
 use crate::enrich::{self, EnrichOptions, Enricher};
 use crate::geoip::{self, GeoIp, GeoIpOptions};
+use crate::intel::{IntelSet, Table};
 use crate::secrets::mask_secrets;
 
 /// The running core and its background upkeep.
@@ -92,12 +93,50 @@ pub fn build(config: &Config) -> Result<Core, ConfigError> {
         l2,
     )
     .map_err(|e| ConfigError::new("fields", e))?;
+    if let Some(lists) = load_lists(config, &enricher)? {
+        enricher.set_lists(Some(lists));
+    }
     let geoip_watcher = (geo.is_configured() && config.geoip.reload_interval_ms > 0)
         .then(|| geo.spawn_watcher(Duration::from_millis(config.geoip.reload_interval_ms)));
     Ok(Core {
         enricher,
         geoip_watcher,
     })
+}
+
+/// Reads `intel.files` and `tables`, if any; an unreadable file or a bad
+/// line is an error naming the key (and the file and line).
+pub fn load_lists(
+    config: &Config,
+    enricher: &Enricher,
+) -> Result<Option<enrich::Lists>, ConfigError> {
+    if config.intel.files.is_empty() && config.tables.is_empty() {
+        return Ok(None);
+    }
+    let set = IntelSet::load(&config.intel.files)
+        .map_err(|e| ConfigError::new("intel.files", e.to_string()))?;
+    let tables = config
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Table::load(&t.path, t.key.as_deref(), &t.fields)
+                .map_err(|e| ConfigError::new(format!("tables[{i}]"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::info!(
+        files = config.intel.files.len(),
+        indicators = set.len(),
+        skipped = set.skipped(),
+        duplicates = set.duplicates(),
+        tables = tables.len(),
+        "Indicator set and tables loaded"
+    );
+    Ok(Some(enricher.lists(
+        Arc::new(set),
+        tables,
+        &config.intel.field,
+    )))
 }
 
 #[cfg(test)]

@@ -35,7 +35,9 @@ use crate::stats::Stats;
 mod domains;
 mod front;
 use domains::{Domains, Named};
+mod matches;
 use front::Front;
+pub use matches::Lists;
 
 /// Which fields hold addresses, per log type: `[fields]`, taken as it is.
 pub use crate::config::FieldsConfig as FieldMap;
@@ -195,6 +197,10 @@ pub struct Scratch {
     names: Vec<(u16, Arc<Named>)>,
     /// A URL put together from a path and a host field.
     joined: String,
+    /// Whether the last record written matched an indicator.
+    matched: bool,
+    /// The `_intel` list and table values being written.
+    intel: Vec<u8>,
 }
 
 impl Scratch {
@@ -206,6 +212,12 @@ impl Scratch {
             front: Some(Front::new(front::SLOTS)),
             ..Self::default()
         }
+    }
+
+    /// Whether the record last written with this scratch matched an
+    /// indicator (`enricher pipe --only-matches`).
+    pub fn matched(&self) -> bool {
+        self.matched
     }
 }
 
@@ -226,6 +238,7 @@ pub struct Enricher {
     l1: moka::sync::Cache<IpAddr, Arc<Entry>, foldhash::fast::RandomState>,
     inflight: Mutex<HashMap<IpAddr, Fill>>,
     stats: Arc<Stats>,
+    lists: arc_swap::ArcSwapOption<Lists>,
 }
 
 impl std::fmt::Debug for Enricher {
@@ -357,7 +370,33 @@ impl Enricher {
             l1,
             inflight: Mutex::new(HashMap::new()),
             stats: Arc::new(Stats::default()),
+            lists: arc_swap::ArcSwapOption::empty(),
         }))
+    }
+
+    /// Puts indicator sets and tables in use (or none), atomically: a
+    /// record is matched against the old lists or the new, never a mix.
+    pub fn set_lists(&self, lists: Option<Lists>) {
+        if let Some(l) = &lists {
+            l.publish_gauges();
+        }
+        self.lists.store(lists.map(Arc::new));
+    }
+
+    /// [`Lists::new`] with this enricher's field names and separator.
+    pub fn lists(
+        &self,
+        set: Arc<crate::intel::IntelSet>,
+        tables: Vec<crate::intel::Table>,
+        member: &str,
+    ) -> Lists {
+        Lists::new(
+            set,
+            tables,
+            member,
+            self.wanted.paths(),
+            &self.opts.separator,
+        )
     }
 
     /// The counters.
@@ -379,6 +418,9 @@ impl Enricher {
     /// build and age, the Redis circuit), so that none goes stale.
     pub fn publish_gauges(&self) {
         self.geo.publish_gauges();
+        if let Some(lists) = &*self.lists.load() {
+            lists.publish_gauges();
+        }
         if let Some(dns) = &self.dns {
             dns.publish_gauges();
         }
@@ -594,6 +636,20 @@ impl Enricher {
                 metrics::counter!(m::NOT_A_DOMAIN, "field" => path.cloned().unwrap_or_default())
                     .increment(1);
             }
+        }
+        s.matched = false;
+        if let Some(lists) = &*self.lists.load() {
+            let unique = &s.unique;
+            let array_mask = self.array_mask;
+            let hits = s.hits.iter().map(|&(field, i)| {
+                let u = &unique[i as usize];
+                let ptr = match u.entry.as_ref().and_then(|e| e.ptr.as_ref()) {
+                    Some(PtrState::Outcome(PtrOutcome::Name { name, .. })) => Some(&**name),
+                    _ => None,
+                };
+                (field as usize, u.ip, ptr, array_mask & (1 << field) != 0)
+            });
+            s.matched = lists.write(hits, self.wanted.paths(), &mut splice, &mut s.intel);
         }
         splice.finish();
         self.stats.enriched.inc();

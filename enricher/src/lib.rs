@@ -26,6 +26,7 @@ pub mod domain;
 pub mod enrich;
 pub mod geoip;
 pub mod http;
+pub mod intel;
 pub mod ip;
 pub mod kafka;
 pub mod logging;

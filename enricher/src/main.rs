@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use clap::{Args, Parser, Subcommand};
-use enricher::config::{Config, ConfigError, DbAttributes, GeoIpDatabase};
+use enricher::config::{Config, ConfigError, DbAttributes, GeoIpDatabase, TableConfig};
 use enricher::kafka::{self, Health};
 use enricher::pipe::{self, PipeOptions};
 use enricher::splice::Naming;
@@ -300,6 +300,12 @@ struct EnrichArgs {
     /// Write provenance members (output.provenance).
     #[arg(long)]
     provenance: bool,
+    /// Threat-intelligence indicator file, repeatable; replaces intel.files.
+    #[arg(long = "intel", value_name = "PATH")]
+    intel: Vec<PathBuf>,
+    /// Enrichment table (CSV, first column the key), repeatable; replaces tables.
+    #[arg(long = "table", value_name = "PATH")]
+    tables: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -336,6 +342,9 @@ struct PipeArgs {
     /// Records in flight at once (pipe.concurrency).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Write only the records that matched an indicator (a retro sweep).
+    #[arg(long)]
+    only_matches: bool,
     /// Input files, plain or gzip; `-` or none reads standard input.
     files: Vec<PathBuf>,
 }
@@ -381,6 +390,19 @@ impl EnrichArgs {
         }
         if self.provenance {
             config.output.provenance = true;
+        }
+        if !self.intel.is_empty() {
+            config.intel.files = self.intel.clone();
+        }
+        if !self.tables.is_empty() {
+            config.tables = self
+                .tables
+                .iter()
+                .map(|path| TableConfig {
+                    path: path.clone(),
+                    ..TableConfig::default()
+                })
+                .collect();
         }
         Ok(config)
     }
@@ -562,6 +584,12 @@ fn run_pipe(args: PipeArgs) -> ExitCode {
     if let Some(c) = args.concurrency {
         config.pipe.concurrency = c;
     }
+    if args.only_matches && config.intel.files.is_empty() {
+        return usage_error(&ConfigError::new(
+            "intel.files",
+            "--only-matches needs indicator files (--intel PATH)",
+        ));
+    }
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -586,6 +614,7 @@ fn run_pipe(args: PipeArgs) -> ExitCode {
             inputs: args.files,
             concurrency: config.pipe.concurrency,
             max_record_bytes: config.input.max_record_bytes,
+            only_matches: args.only_matches,
         };
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout);

@@ -64,6 +64,15 @@ pub const GEOIP_RELOADS: &str = "enricher_geoip_reloads_total";
 pub const GEOIP_BUILD: &str = "enricher_geoip_build_timestamp_seconds";
 /// Age of the GeoIP database in use (now minus its build time), by `db`, in seconds. Gauge.
 pub const GEOIP_AGE: &str = "enricher_geoip_age_seconds";
+/// Records' matches against threat-intelligence indicators, by `source`
+/// (the indicator's feed) and `type` (`addr`, `subnet`, `domain`, `url`,
+/// `hash`). Counter.
+pub const INTEL_MATCHES: &str = "enricher_intel_matches_total";
+/// Indicators in the set in use, by `type`. Gauge.
+pub const INTEL_INDICATORS: &str = "enricher_intel_indicators";
+/// Age of the indicator set in use (now minus its newest file's
+/// modification time), in seconds. Gauge.
+pub const INTEL_AGE: &str = "enricher_intel_age_seconds";
 
 /// Build information, always 1, by `version` and `revision` (the git
 /// revision the image was built from, `ENRICHER_REVISION` at build time).
@@ -99,7 +108,7 @@ pub enum Kind {
 
 /// Every series of the worker with its kind and help text (the `# HELP`
 /// line); the acker's are in [`acker::metrics::HELP`].
-pub const HELP: [(&str, Kind, &str); 30] = [
+pub const HELP: [(&str, Kind, &str); 33] = [
     (
         RECORDS_RECEIVED,
         Kind::Counter,
@@ -201,6 +210,21 @@ pub const HELP: [(&str, Kind, &str); 30] = [
         GEOIP_AGE,
         Kind::Gauge,
         "Age of the GeoIP database in use, in seconds.",
+    ),
+    (
+        INTEL_MATCHES,
+        Kind::Counter,
+        "Matches against threat-intelligence indicators by source and type.",
+    ),
+    (
+        INTEL_INDICATORS,
+        Kind::Gauge,
+        "Indicators in the set in use, by type.",
+    ),
+    (
+        INTEL_AGE,
+        Kind::Gauge,
+        "Age of the indicator set in use (its newest file), in seconds.",
     ),
     (
         BUILD_INFO,

@@ -43,6 +43,9 @@ pub struct PipeOptions {
     pub concurrency: usize,
     /// Longest line read; longer ones are rejected as `too_large`.
     pub max_record_bytes: usize,
+    /// Write only the records that matched an indicator (the retro sweep,
+    /// `--only-matches`); the others are counted, not written.
+    pub only_matches: bool,
 }
 
 /// Lines of one input, cut out of one buffer.
@@ -255,7 +258,11 @@ pub async fn run(
             let direct = window.is_empty();
             let target: &mut Vec<u8> = if direct { &mut buf } else { &mut Vec::new() };
             let mark = target.len();
-            match enricher.enrich_cached(record, &mut scratch, target) {
+            let result = enricher.enrich_cached(record, &mut scratch, target);
+            if opts.only_matches && result == Ok(Ready::Done) && !scratch.matched() {
+                target.truncate(mark);
+            }
+            match result {
                 Ok(Ready::Done) if direct => {
                     if buf.len() >= 64 * 1024 {
                         out.write_all(&buf).map_err(io_err)?;
@@ -278,10 +285,14 @@ pub async fn run(
                     window.push_back(Slot::Pending);
                     let enricher = Arc::clone(&enricher);
                     let owned = record.to_vec();
+                    let only_matches = opts.only_matches;
                     pending.push(async move {
                         let mut scratch = Scratch::default();
                         let mut out = Vec::with_capacity(owned.len() + 256);
                         let result = enricher.enrich(&owned, &mut scratch, &mut out).await;
+                        if only_matches && !scratch.matched() {
+                            out.clear();
+                        }
                         (seq, result.map(|()| out))
                     });
                 }

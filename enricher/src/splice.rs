@@ -399,6 +399,18 @@ impl Splice<'_, '_> {
         self.out.push(b']');
     }
 
+    /// Writes one member whose name (`key`, a JSON string with its quotes)
+    /// and value are JSON already: table attributes, the `_intel` list.
+    pub fn member(&mut self, key: &[u8], value: &[u8]) {
+        if self.need_comma {
+            self.out.push(b',');
+        }
+        self.need_comma = true;
+        self.out.extend_from_slice(key);
+        self.out.push(b':');
+        self.out.extend_from_slice(value);
+    }
+
     /// Closes the record and ends the line.
     pub fn finish(self) {
         self.out.extend_from_slice(b"}\n");

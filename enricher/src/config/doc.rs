@@ -14,8 +14,9 @@ use std::path::Path;
 use super::{Config, env};
 
 /// The sources that hold the config's structs.
-const SOURCES: [&str; 4] = [
+const SOURCES: [&str; 5] = [
     include_str!("mod.rs"),
+    include_str!("intel.rs"),
     include_str!("records.rs"),
     include_str!("lookups.rs"),
     include_str!("kafka.rs"),
@@ -93,6 +94,27 @@ fn table() -> Result<String, String> {
             .ok_or_else(|| format!("Config.{section} is not a documented pub field"))?;
         if doc.is_empty() {
             return Err(format!("Config.{section} has no doc comment"));
+        }
+        // A list of sections (`[[tables]]`): one row for the list, one per
+        // key of its entries, which have no default of their own.
+        if let Some(inner) = ty.strip_prefix("Vec<").and_then(|t| t.strip_suffix('>')) {
+            let default = shown(defaults.get(section));
+            rows.push(format!(
+                "| `{section}` | {default} | {} |",
+                doc.replace('|', "\\|")
+            ));
+            for ((_, key), field) in fields.iter().filter(|((s, _), _)| s == inner) {
+                if field.doc.is_empty() {
+                    return Err(format!(
+                        "{section}[].{key} ({inner}.{key}) has no doc comment"
+                    ));
+                }
+                rows.push(format!(
+                    "| `{section}[].{key}` | none | {} |",
+                    field.doc.replace('|', "\\|")
+                ));
+            }
+            continue;
         }
         let keys = env::keys(&[section.to_string()]);
         let documented: Vec<&String> = fields

@@ -15,6 +15,7 @@
 #[cfg(test)]
 mod doc;
 mod env;
+mod intel;
 mod interpolate;
 mod kafka;
 mod lookups;
@@ -25,6 +26,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::intel::{IntelConfig, TableConfig};
 pub use self::kafka::{
     Compression, KafkaConfig, MAX_ENRICH_THREADS, RESERVED_PROPERTIES, WorkerConfig,
 };
@@ -87,6 +89,10 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// `enricher run`: flow control, commits, shutdown, telemetry.
     pub worker: WorkerConfig,
+    /// Threat-intelligence indicator files.
+    pub intel: IntelConfig,
+    /// Enrichment tables: `[[tables]]` entries of `path`, `key`, `fields`.
+    pub tables: Vec<TableConfig>,
     /// Values read through `${file:...}`, masked wherever the config is shown.
     #[serde(skip)]
     secrets: Secrets,
@@ -214,6 +220,8 @@ impl Config {
         self.redis.check()?;
         self.pipe.check()?;
         self.worker.check()?;
+        self.intel.check()?;
+        intel::check_tables(&self.tables)?;
         self.kafka.check()
     }
 

@@ -247,7 +247,7 @@ fn str_at<'a>(
 ) -> Result<Option<&'a str>, MaxMindDbError> {
     let value = found.decode_path::<&str>(path)?;
     match (value, traits, path) {
-        (None, true, [Key(name)]) => found.decode_path::<&str>(&[Key("traits"), Key(*name)]),
+        (None, true, [Key(name)]) => found.decode_path::<&str>(&[Key("traits"), Key(name)]),
         _ => Ok(value),
     }
 }
@@ -266,7 +266,7 @@ pub(super) fn decode(
                 let path: Vec<PathElement<'_>> = path
                     .iter()
                     .map(|s| match s {
-                        Segment::Key(k) => Key(&**k),
+                        Segment::Key(k) => Key(k),
                         Segment::Index(i) => Index(*i),
                     })
                     .collect();

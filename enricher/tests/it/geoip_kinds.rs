@@ -148,7 +148,7 @@ fn site_db(dir: &Path, site: &str, epoch: u64) -> PathBuf {
             name: "Team \"Blue\"",
             id: 7,
         },
-        site: site,
+        site,
         tags: vec!["dmz", "pci"],
         critical: true,
         rack: BTreeMap::from([("row", 3)]),

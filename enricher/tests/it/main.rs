@@ -11,6 +11,7 @@ mod dns;
 mod faults;
 mod geoip;
 mod geoip_kinds;
+mod intel;
 mod kafka;
 mod pipe;
 mod records;

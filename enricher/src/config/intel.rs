@@ -1,0 +1,61 @@
+//! `[intel]` and `[[tables]]`: threat-intelligence indicator files and
+//! enrichment tables matched against every record's addresses.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// `[intel]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntelConfig {
+    /// Indicator files: Zeek Intel framework files, CSV with a header
+    /// (`indicator,type,source,desc,...`) or plain lists, one indicator a
+    /// line (`--intel`, repeatable). Empty: no matching.
+    pub files: Vec<PathBuf>,
+    /// The member that lists a record's matches, written only when
+    /// something matched.
+    pub field: String,
+}
+
+impl Default for IntelConfig {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            field: "_intel".into(),
+        }
+    }
+}
+
+impl IntelConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        if self.field.is_empty() {
+            return Err(ConfigError::new("intel.field", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// One `[[tables]]` entry.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TableConfig {
+    /// CSV file with a header; the key column holds addresses, CIDRs or
+    /// domains (`--table`, repeatable, for the first column as key).
+    pub path: PathBuf,
+    /// The key column's name (none: the first column).
+    pub key: Option<String>,
+    /// The columns written as `<field>_<column>` (empty: every other column).
+    pub fields: Vec<String>,
+}
+
+pub(super) fn check_tables(tables: &[TableConfig]) -> Result<(), ConfigError> {
+    for (i, t) in tables.iter().enumerate() {
+        if t.path.as_os_str().is_empty() {
+            return Err(ConfigError::new(format!("tables[{i}].path"), "must be set"));
+        }
+    }
+    Ok(())
+}

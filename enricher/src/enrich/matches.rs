@@ -1,0 +1,155 @@
+//! Indicator sets and enrichment tables applied to a record's addresses,
+//! written as part of its splice.
+//!
+//! ```text
+//! hits (field, address) --> IntelSet::ip / ::domain(PTR) --> "_intel":[{..},..]
+//!                       '--> Table::ip (longest prefix) --> "<field>_<column>":".."
+//! ```
+//!
+//! Nothing is cached: a lookup is a few hash probes, cheaper than a cache
+//! entry would be, and a reload is one atomic swap of [`Lists`].
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::intel::{Indicator, IntelSet, Kind, Table};
+use crate::metrics as m;
+use crate::splice::{Splice, write_str};
+
+/// The loaded indicator set and tables, swapped whole on reload.
+#[derive(Debug)]
+pub struct Lists {
+    set: Arc<IntelSet>,
+    tables: Vec<Table>,
+    /// `"<intel.field>"` as JSON.
+    member: Vec<u8>,
+    /// Per table, per field, per column: `"<field><sep><column>"` as JSON.
+    table_keys: Vec<Vec<Vec<Vec<u8>>>>,
+    /// Per field: `<field><sep>ptr`, the name a PTR match is reported under.
+    ptr_fields: Vec<String>,
+}
+
+impl Lists {
+    /// Lists for the given fields (by index, as the enricher numbers them).
+    pub fn new(
+        set: Arc<IntelSet>,
+        tables: Vec<Table>,
+        member: &str,
+        fields: &[impl AsRef<str>],
+        separator: &str,
+    ) -> Self {
+        let mut json = Vec::new();
+        write_str(&mut json, member);
+        let table_keys = tables
+            .iter()
+            .map(|t| {
+                fields
+                    .iter()
+                    .map(|f| {
+                        t.columns()
+                            .iter()
+                            .map(|c| {
+                                let mut key = Vec::new();
+                                write_str(&mut key, &format!("{}{separator}{c}", f.as_ref()));
+                                key
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let ptr_fields = fields
+            .iter()
+            .map(|f| format!("{}{separator}ptr", f.as_ref()))
+            .collect();
+        Self {
+            set,
+            tables,
+            member: json,
+            table_keys,
+            ptr_fields,
+        }
+    }
+
+    /// The indicator set.
+    pub fn set(&self) -> &Arc<IntelSet> {
+        &self.set
+    }
+
+    /// Sets the indicator-count and age gauges.
+    pub fn publish_gauges(&self) {
+        for kind in Kind::ALL {
+            metrics::gauge!(m::INTEL_INDICATORS, "type" => kind.label())
+                .set(self.set.count(kind) as f64);
+        }
+        if let Some(newest) = self.set.newest() {
+            let age = SystemTime::now()
+                .duration_since(newest)
+                .unwrap_or_default()
+                .as_secs_f64();
+            metrics::gauge!(m::INTEL_AGE).set(age);
+        }
+    }
+
+    /// Writes the table attributes and the `_intel` member for `hits`
+    /// (field index, address, PTR name, whether the field is a list);
+    /// returns whether any indicator matched. `buf` is reused.
+    pub fn write<'a>(
+        &self,
+        hits: impl Iterator<Item = (usize, IpAddr, Option<&'a str>, bool)> + Clone,
+        fields: &[impl AsRef<str>],
+        splice: &mut Splice<'_, '_>,
+        buf: &mut Vec<u8>,
+    ) -> bool {
+        for (t, table) in self.tables.iter().enumerate() {
+            for (field, ip, _, array) in hits.clone() {
+                if array {
+                    continue;
+                }
+                let Some(row) = table.ip(ip) else { continue };
+                let Some(keys) = self.table_keys.get(t).and_then(|k| k.get(field)) else {
+                    continue;
+                };
+                for (key, value) in keys.iter().zip(row) {
+                    if !value.is_empty() {
+                        buf.clear();
+                        write_str(buf, value);
+                        splice.member(key, buf);
+                    }
+                }
+            }
+        }
+        if self.set.is_empty() {
+            return false;
+        }
+        buf.clear();
+        let mut any = false;
+        let mut add = |ind: &Indicator, field: &str, buf: &mut Vec<u8>| {
+            buf.push(if any { b',' } else { b'[' });
+            any = true;
+            ind.write_json(field, buf);
+            metrics::counter!(
+                m::INTEL_MATCHES,
+                "source" => ind.source().to_string(),
+                "type" => ind.kind().label()
+            )
+            .increment(1);
+        };
+        for (field, ip, ptr, _) in hits {
+            let name = fields.get(field).map_or("", |f| f.as_ref());
+            for ind in self.set.ip(ip).into_iter().flatten() {
+                add(ind, name, buf);
+            }
+            if let Some(ind) = ptr.and_then(|p| self.set.domain(p)) {
+                let ptr_field = self.ptr_fields.get(field).map_or("", String::as_str);
+                add(ind, ptr_field, buf);
+            }
+        }
+        if any {
+            buf.push(b']');
+            splice.member(&self.member, buf);
+        }
+        any
+    }
+}
