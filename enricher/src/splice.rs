@@ -153,9 +153,9 @@ impl FragmentBuilder {
 /// anonymity flags, custom attributes, provenance), which stays in flat
 /// naming.
 ///
-/// Domain parts of an address's PTR name (`registered_domain`,
-/// `top_level_domain`, `subdomain`) belong here too, as their ECS names,
-/// once the domain attributes exist.
+/// The registered domain of an address's PTR name is `registered_domain`;
+/// its other parts (`top_level_domain`, `subdomain`) are not written for PTR
+/// names.
 pub fn ecs_name(attr: Attr) -> Option<&'static str> {
     Some(match attr {
         Attr::Country => "geo.country_iso_code",
@@ -170,6 +170,8 @@ pub fn ecs_name(attr: Attr) -> Option<&'static str> {
         Attr::Asn => "as.number",
         Attr::Org => "as.organization.name",
         Attr::Ptr => "domain",
+        // The registered domain of that PTR name (`[domains]`).
+        Attr::PtrRegisteredDomain => "registered_domain",
         _ => return None,
     })
 }

@@ -414,12 +414,14 @@ async fn ecs_naming_writes_the_record_elastic_expects() {
         // Connection type: ECS has no field for it, so it stays flat.
         "id.resp_h_connection_type": "Cable/DSL",
         "destination.domain": "host-81-2-69-142.example.test",
+        "destination.registered_domain": "example.test",
         // srcip maps to source.
         "source.geo.country_iso_code": "SE",
         "source.geo.city_name": "Linköping",
         "source.as.number": 29518,
         "source.as.organization.name": "Bredband2 AB",
         "source.domain": "host-89-160-20-112.example.test",
+        "source.registered_domain": "example.test",
     });
     let got = v.as_object().unwrap();
     for (key, want) in expected.as_object().unwrap() {
