@@ -223,19 +223,9 @@ impl Domains {
             }
             // An address in a host field is not a broken name.
             Err(domain::NotADomain::Address) => false,
-            Err(_) => {
-                if self.provenance {
-                    b.str(Attr::DomainStatus, "invalid");
-                }
-                true
-            }
+            Err(_) => self.invalid(&mut b),
         };
-        let named = Arc::new(Named {
-            fragment: b.build(),
-            invalid,
-        });
-        cache.insert(raw.into(), Arc::clone(&named));
-        named
+        keep(cache, raw, b, invalid)
     }
 
     /// The parts of an absolute URL.
@@ -265,19 +255,18 @@ impl Domains {
                 }
                 false
             }
-            None => {
-                if self.provenance {
-                    b.str(Attr::DomainStatus, "invalid");
-                }
-                true
-            }
+            None => self.invalid(&mut b),
         };
-        let named = Arc::new(Named {
-            fragment: b.build(),
-            invalid,
-        });
-        self.urls.insert(raw.into(), Arc::clone(&named));
-        named
+        keep(&self.urls, raw, b, invalid)
+    }
+
+    /// Marks a value that is neither a name nor a URL: `domain_status:
+    /// invalid` with provenance on. Returns the value's `invalid` flag.
+    fn invalid(&self, b: &mut FragmentBuilder) -> bool {
+        if self.provenance {
+            b.str(Attr::DomainStatus, "invalid");
+        }
+        true
     }
 
     /// Adds the registered domain of a PTR name, when wanted.
@@ -309,4 +298,14 @@ fn string<'a>(input: &'a [u8], f: &Found, text: &'a mut String) -> Option<&'a st
     } else {
         std::str::from_utf8(raw).ok()
     }
+}
+
+/// Builds a value's parts and keeps them in `cache`.
+fn keep(cache: &Cache, raw: &str, mut b: FragmentBuilder, invalid: bool) -> Arc<Named> {
+    let named = Arc::new(Named {
+        fragment: b.build(),
+        invalid,
+    });
+    cache.insert(raw.into(), Arc::clone(&named));
+    named
 }
