@@ -29,7 +29,7 @@ use crate::ip::{Locality, Skip, canonical, canonical_bytes};
 use crate::metrics as m;
 use crate::record::json::{self, Limits};
 use crate::record::{FoundKind, RecordError, Scan, Wanted};
-use crate::splice::{Attr, Fragment, FragmentBuilder, Naming, Splicer};
+use crate::splice::{Attr, EcsMap, Fragment, FragmentBuilder, Naming, Splicer};
 use crate::stats::Stats;
 
 mod domains;
@@ -55,6 +55,10 @@ pub struct EnrichOptions {
     pub nested_suffix: String,
     /// With ECS naming: the ECS object of each address field.
     pub ecs_fields: std::collections::BTreeMap<String, String>,
+    /// With ECS naming: the ECS key of each name field's homogenised name.
+    pub ecs_domain_fields: std::collections::BTreeMap<String, String>,
+    /// With ECS naming: the ECS object of each URL field's parts.
+    pub ecs_url_fields: std::collections::BTreeMap<String, String>,
     /// Write provenance: the answering tier, the GeoIP build, why a value is missing.
     pub provenance: bool,
     /// The GeoIP attributes to write.
@@ -95,6 +99,8 @@ impl EnrichOptions {
             separator: config.output.separator.clone(),
             nested_suffix: config.output.nested_suffix.clone(),
             ecs_fields: config.output.ecs_fields.clone(),
+            ecs_domain_fields: config.output.ecs_domain_fields.clone(),
+            ecs_url_fields: config.output.ecs_url_fields.clone(),
             provenance: config.output.provenance,
             geo_attrs: config.geoip.attributes.clone(),
             geo_scope: Locality::new(config.geoip.scope, config.geoip.skip_cidrs.clone()),
@@ -337,7 +343,15 @@ impl Enricher {
             &opts.separator,
             &opts.nested_suffix,
         )
-        .with_ecs_objects(wanted.paths(), &opts.ecs_fields);
+        .with_ecs(
+            wanted.paths(),
+            &EcsMap {
+                addresses: &opts.ecs_fields,
+                names: &opts.ecs_domain_fields,
+                urls: &opts.ecs_url_fields,
+                ptr: dns.is_some(),
+            },
+        );
         // foldhash: keyed per process (addresses in logs are attacker-chosen),
         // and several times cheaper than SipHash on a 17-byte key.
         let hasher = foldhash::fast::RandomState::default();

@@ -14,8 +14,10 @@
 //! nested  "id.resp_h_enr":{"country":"SE"}    (one object per field)
 //! ecs     "destination.geo.country_iso_code":"SE"
 //!         (the field's ECS object from output.ecs_fields + the attribute's
-//!          ECS name, see [`ecs_name`]; an attribute ECS has no field for,
-//!          or a field with no ECS object, falls back to flat naming)
+//!          ECS name, see [`ecs_name`]; a name or URL field's attributes
+//!          under the keys of output.ecs_domain_fields / ecs_url_fields, see
+//!          [`EcsMap`]; an attribute ECS has no field for, or a field with
+//!          no ECS key, falls back to flat naming)
 //! ```
 
 use std::collections::BTreeMap;
@@ -176,6 +178,103 @@ pub fn ecs_name(attr: Attr) -> Option<&'static str> {
     })
 }
 
+/// Where ECS naming puts each field's enrichment, from `[output]`.
+///
+/// Every ECS key is written by one field at most. Keys are handed out in
+/// this order: the address fields' PTR names (`destination.domain`,
+/// `destination.registered_domain`, when PTR lookups are on), then name
+/// fields, then URL fields; a key already taken leaves the attribute in flat
+/// naming. A name field's registered domain, top-level domain and subdomain
+/// go under its ECS object together or not at all, so the parts under one
+/// object always come from one name.
+#[derive(Debug, Clone, Copy)]
+pub struct EcsMap<'a> {
+    /// Address field -> ECS object (`output.ecs_fields`).
+    pub addresses: &'a BTreeMap<String, String>,
+    /// Name field -> the ECS key of its homogenised name
+    /// (`output.ecs_domain_fields`: `query` -> `dns.question.name`).
+    pub names: &'a BTreeMap<String, String>,
+    /// URL field -> ECS object of its parts (`output.ecs_url_fields`: `uri` -> `url`).
+    pub urls: &'a BTreeMap<String, String>,
+    /// Whether the address fields get a PTR name.
+    pub ptr: bool,
+}
+
+/// The ECS object holding the parts of a name written under `key`:
+/// `dns.question.name` -> `dns.question`, `url.domain` -> `url`,
+/// `tls.client.server_name` -> `destination` (the server it names),
+/// `<object>.domain` -> `<object>`; `None` when ECS has no parts there.
+fn parts_object(key: &str) -> Option<&str> {
+    match key {
+        "dns.question.name" => Some("dns.question"),
+        "tls.client.server_name" => Some("destination"),
+        _ => key.strip_suffix(".domain"),
+    }
+}
+
+/// The explicit ECS keys of each field's name and URL attributes; see [`EcsMap`].
+fn ecs_keys(fields: &[impl AsRef<str>], map: &EcsMap<'_>) -> Vec<Vec<(Attr, String)>> {
+    let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+    if map.ptr {
+        for object in map.addresses.values() {
+            taken.insert(format!("{object}.domain"));
+            taken.insert(format!("{object}.registered_domain"));
+        }
+    }
+    let mut out = vec![Vec::new(); fields.len()];
+    let index = |field: &str| fields.iter().position(|f| f.as_ref() == field);
+    for (field, key) in map.names {
+        let Some(i) = index(field) else { continue };
+        let mut keys = Vec::new();
+        if taken.insert(key.clone()) {
+            keys.push((Attr::HostName, key.clone()));
+        }
+        if let Some(object) = parts_object(key) {
+            let parts = [
+                (Attr::RegisteredDomain, "registered_domain"),
+                (Attr::TopLevelDomain, "top_level_domain"),
+                (Attr::Subdomain, "subdomain"),
+            ]
+            .map(|(attr, name)| (attr, format!("{object}.{name}")));
+            if parts.iter().all(|(_, k)| !taken.contains(k)) {
+                for (attr, k) in parts {
+                    taken.insert(k.clone());
+                    keys.push((attr, k));
+                }
+            }
+        }
+        if let Some(slot) = out.get_mut(i) {
+            *slot = keys;
+        }
+    }
+    for (field, object) in map.urls {
+        let Some(i) = index(field) else { continue };
+        let mut keys = Vec::new();
+        for (attr, name) in [
+            (Attr::Scheme, "scheme"),
+            (Attr::Host, "domain"),
+            (Attr::Port, "port"),
+            (Attr::Path, "path"),
+            (Attr::Query, "query"),
+            (Attr::Extension, "extension"),
+            (Attr::RegisteredDomain, "registered_domain"),
+        ] {
+            let key = format!("{object}.{name}");
+            if taken.insert(key.clone()) {
+                keys.push((attr, key));
+            }
+        }
+        if let Some(slot) = out.get_mut(i) {
+            *slot = keys;
+        }
+    }
+    out
+}
+
+/// A field's explicit ECS keys: attribute, then its key (opening quote, no
+/// closing one).
+type EcsKeys = Box<[(Attr, Box<[u8]>)]>;
+
 /// Writes enrichment into records. Built once from the configured fields.
 #[derive(Debug, Clone)]
 pub struct Splicer {
@@ -189,6 +288,9 @@ pub struct Splicer {
     /// ECS naming, per configured field: `"<object>.` (opening quote, no
     /// closing one) when `output.ecs_fields` names an object for it.
     ecs: Vec<Option<Vec<u8>>>,
+    /// ECS naming, per configured field: the full key (opening quote, no
+    /// closing one) of each attribute of a name or URL field that has one.
+    ecs_keys: Vec<EcsKeys>,
 }
 
 impl Splicer {
@@ -226,26 +328,30 @@ impl Splicer {
             prefixes,
             array_prefixes,
             ecs: vec![None; fields.len()],
+            ecs_keys: vec![Box::default(); fields.len()],
         }
     }
 
-    /// With ECS naming: the ECS object of each of `fields` (the same list,
-    /// in the same order, as given to [`Splicer::new`]) from
-    /// `output.ecs_fields`; fields it does not name keep flat naming.
+    /// With ECS naming: the ECS keys of each of `fields` (the same list, in
+    /// the same order, as given to [`Splicer::new`]); see [`EcsMap`].
     #[must_use]
-    pub fn with_ecs_objects(
-        mut self,
-        fields: &[impl AsRef<str>],
-        objects: &BTreeMap<String, String>,
-    ) -> Self {
+    pub fn with_ecs(mut self, fields: &[impl AsRef<str>], map: &EcsMap<'_>) -> Self {
+        let quoted = |key: &str| {
+            let mut out = Vec::new();
+            write_str(&mut out, key);
+            out.pop(); // the closing quote comes after the attribute name
+            out
+        };
         self.ecs = fields
             .iter()
-            .map(|field| {
-                let object = objects.get(field.as_ref())?;
-                let mut key = Vec::new();
-                write_str(&mut key, &format!("{object}."));
-                key.pop();
-                Some(key)
+            .map(|field| Some(quoted(&format!("{}.", map.addresses.get(field.as_ref())?))))
+            .collect();
+        self.ecs_keys = ecs_keys(fields, map)
+            .into_iter()
+            .map(|keys| {
+                keys.into_iter()
+                    .map(|(attr, key)| (attr, quoted(&key).into_boxed_slice()))
+                    .collect()
             })
             .collect();
         self
@@ -302,13 +408,16 @@ impl Splice<'_, '_> {
             }
             Naming::Ecs => {
                 let object = self.splicer.ecs.get(field).and_then(Option::as_ref);
+                let keys = self.splicer.ecs_keys.get(field).map_or(&[][..], |k| &k[..]);
                 for (attr, value) in members {
                     if self.need_comma {
                         self.out.push(b',');
                     }
                     self.need_comma = true;
-                    match (object, ecs_name(attr)) {
-                        (Some(object), Some(name)) => {
+                    let key = keys.iter().find(|(a, _)| *a == attr).map(|(_, k)| k);
+                    match (key, object, ecs_name(attr)) {
+                        (Some(key), _, _) => self.out.extend_from_slice(key),
+                        (None, Some(object), Some(name)) => {
                             self.out.extend_from_slice(object);
                             self.out.extend_from_slice(name.as_bytes());
                         }

@@ -376,6 +376,15 @@ pub struct OutputConfig {
     /// is written as that ECS field, a list of its addresses. Fields not named
     /// here keep flat naming.
     pub ecs_fields: BTreeMap<String, String>,
+    /// With `naming = "ecs"`: the ECS key of each `[domains]` field's
+    /// homogenised name (`query = "dns.question.name"`); its registered
+    /// domain, top-level domain and subdomain go under the key's object
+    /// (`dns.question`, `url` for `url.domain`, `destination` for
+    /// `tls.client.server_name`) unless a PTR name already writes there.
+    pub ecs_domain_fields: BTreeMap<String, String>,
+    /// With `naming = "ecs"`: the ECS object of each `[urls]` field's parts
+    /// (`uri = "url"`: `url.scheme`, `url.path`, `url.query`, ...).
+    pub ecs_url_fields: BTreeMap<String, String>,
     /// Between field and attribute in flat naming.
     pub separator: String,
     /// Appended to the field name for nested objects and address lists.
@@ -402,6 +411,15 @@ impl Default for OutputConfig {
             .into_iter()
             .map(|(f, p)| (f.to_string(), p.to_string()))
             .collect(),
+            ecs_domain_fields: [
+                ("query", "dns.question.name"),
+                ("host", "url.domain"),
+                ("server_name", "tls.client.server_name"),
+            ]
+            .into_iter()
+            .map(|(f, p)| (f.to_string(), p.to_string()))
+            .collect(),
+            ecs_url_fields: BTreeMap::from([("uri".to_string(), "url".to_string())]),
             provenance: false,
         }
     }
@@ -418,11 +436,17 @@ impl OutputConfig {
                 "must not be empty",
             ));
         }
-        if let Some((field, _)) = self.ecs_fields.iter().find(|(_, p)| p.is_empty()) {
-            return Err(ConfigError::new(
-                format!("output.ecs_fields.{field}"),
-                "the ECS object must not be empty",
-            ));
+        for (key, map) in [
+            ("ecs_fields", &self.ecs_fields),
+            ("ecs_domain_fields", &self.ecs_domain_fields),
+            ("ecs_url_fields", &self.ecs_url_fields),
+        ] {
+            if let Some((field, _)) = map.iter().find(|(_, p)| p.trim().is_empty()) {
+                return Err(ConfigError::new(
+                    format!("output.{key}.{field}"),
+                    "the ECS name must not be empty",
+                ));
+            }
         }
         Ok(())
     }

@@ -443,6 +443,84 @@ async fn ecs_naming_writes_the_record_elastic_expects() {
     assert_eq!(v["answers_enr"][0]["country"], "GB");
 }
 
+#[tokio::test]
+async fn ecs_naming_writes_names_and_urls_where_elastic_expects_them() {
+    let dbs = write_dbs();
+    let mut c = config(&dbs, None, None);
+    c.output.naming = Naming::Ecs;
+    c.output.provenance = false;
+    c.geoip.attributes = vec![serde_json::from_value(json!("country")).unwrap()];
+    let core = build(&c);
+
+    let dns = r#"{"_path":"dns","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.53","query":"WWW.Example.CO.UK."}"#;
+    let http = r#"{"_path":"http","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.80","host":"cdn.example.com","uri":"/a/b.js?x=1","referrer":"https://news.example.org/"}"#;
+    let ssl = r#"{"_path":"ssl","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.43","server_name":"api.example.net"}"#;
+    let cases = [
+        (
+            dns,
+            json!({
+                "dns.question.name": "www.example.co.uk",
+                "dns.question.registered_domain": "example.co.uk",
+                "dns.question.top_level_domain": "co.uk",
+                "dns.question.subdomain": "www",
+            }),
+        ),
+        (
+            http,
+            json!({
+                "url.domain": "cdn.example.com",
+                "url.registered_domain": "example.com",
+                "url.top_level_domain": "com",
+                "url.subdomain": "cdn",
+                "url.scheme": "http",
+                "url.path": "/a/b.js",
+                "url.query": "x=1",
+                "url.extension": "js",
+                // url.domain and url.registered_domain are the host's: the
+                // URL's own stay flat, as does everything of the referrer
+                // (ECS has no parts of http.request.referrer).
+                "uri_host": "cdn.example.com",
+                "uri_registered_domain": "example.com",
+                "referrer_scheme": "https",
+                "referrer_host": "news.example.org",
+                "referrer_path": "/",
+                "referrer_registered_domain": "example.org",
+            }),
+        ),
+        (
+            // No PTR lookups: the server name's parts are the destination's.
+            ssl,
+            json!({
+                "tls.client.server_name": "api.example.net",
+                "destination.registered_domain": "example.net",
+                "destination.top_level_domain": "net",
+                "destination.subdomain": "api",
+            }),
+        ),
+    ];
+    for (input, expected) in cases {
+        let v = enrich(&core.enricher, input).await;
+        let original: Value = serde_json::from_str(input).unwrap();
+        let mut want = original.as_object().unwrap().clone();
+        want.extend(expected.as_object().unwrap().clone());
+        assert_eq!(v.as_object().unwrap(), &want, "{input}");
+    }
+
+    // With PTR names, destination.domain and destination.registered_domain
+    // are the PTR name's: the server name's parts stay flat, all three.
+    let dns_server = DnsServer::start(Behaviour::default()).await.unwrap();
+    let mut c = config(&dbs, Some(dns_server.addr()), None);
+    c.output.naming = Naming::Ecs;
+    c.output.provenance = false;
+    c.dns.scope = enricher::config::Scope::All;
+    let core = build(&c);
+    let v = enrich(&core.enricher, ssl).await;
+    assert_eq!(v["tls.client.server_name"], "api.example.net", "{v}");
+    assert_eq!(v["server_name_registered_domain"], "example.net", "{v}");
+    assert_eq!(v["server_name_subdomain"], "api", "{v}");
+    assert!(v.get("destination.subdomain").is_none(), "{v}");
+}
+
 /// Reads MaxMind's own test databases when they are on this machine
 /// (`ENRICHER_MAXMIND_TEST_DATA`, default `../shared/data/geoip/test-data`
 /// from the workspace); CI generates its fixtures instead.
