@@ -21,11 +21,17 @@ pub struct Core {
     pub enricher: Arc<Enricher>,
     /// The GeoIP reload watcher, if reloading is on.
     pub geoip_watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The `domains.public_suffix_list` reload watcher, if one is given and
+    /// reloading is on.
+    pub suffix_watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Core {
     fn drop(&mut self) {
-        if let Some(w) = &self.geoip_watcher {
+        for w in [&self.geoip_watcher, &self.suffix_watcher]
+            .into_iter()
+            .flatten()
+        {
             w.abort();
         }
     }
@@ -98,9 +104,15 @@ pub fn build(config: &Config) -> Result<Core, ConfigError> {
     }
     let geoip_watcher = (geo.is_configured() && config.geoip.reload_interval_ms > 0)
         .then(|| geo.spawn_watcher(Duration::from_millis(config.geoip.reload_interval_ms)));
+    let suffix_watcher = (config.domains.public_suffix_list.is_some()
+        && config.domains.reload_interval_ms > 0)
+        .then(|| {
+            enricher.spawn_suffix_watcher(Duration::from_millis(config.domains.reload_interval_ms))
+        });
     Ok(Core {
         enricher,
         geoip_watcher,
+        suffix_watcher,
     })
 }
 

@@ -388,6 +388,37 @@ impl Enricher {
         }))
     }
 
+    /// Reads `domains.public_suffix_list` again if its file was replaced;
+    /// a file that is not a list is rejected and the list in use keeps
+    /// serving. Blocking. Returns whether a new list is in use.
+    pub fn reload_public_suffix_list(&self) -> bool {
+        self.domains.reload_suffixes()
+    }
+
+    /// Checks `domains.public_suffix_list` for a replacement every
+    /// `interval` on a blocking thread; ends when the handle is aborted or
+    /// dropped with the runtime.
+    pub fn spawn_suffix_watcher(
+        self: &Arc<Self>,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let enricher = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let enricher = Arc::clone(&enricher);
+                if tokio::task::spawn_blocking(move || enricher.reload_public_suffix_list())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    }
+
     /// Puts indicator sets and tables in use (or none), atomically: a
     /// record is matched against the old lists or the new, never a mix.
     pub fn set_lists(&self, lists: Option<Lists>) {

@@ -37,6 +37,9 @@ pub const NOT_AN_ADDRESS: &str = "enricher_not_an_address_total";
 /// Values of `[domains]` and `[urls]` fields that were not a host name (or
 /// URL), by `field`. Counter.
 pub const NOT_A_DOMAIN: &str = "enricher_not_a_domain_total";
+/// Reloads of `domains.public_suffix_list` by `result` (`ok`,
+/// `rejected`: the file is not a list; the previous one keeps serving). Counter.
+pub const PSL_RELOADS: &str = "enricher_public_suffix_reloads_total";
 /// Cache lookups by `tier` (`l1`, `l2`) and `result` (`hit`, `miss`). Counter.
 pub const CACHE: &str = "enricher_cache_requests_total";
 /// Entries in the L1 cache. Gauge.
@@ -108,7 +111,7 @@ pub enum Kind {
 
 /// Every series of the worker with its kind and help text (the `# HELP`
 /// line); the acker's are in [`acker::metrics::HELP`].
-pub const HELP: [(&str, Kind, &str); 33] = [
+pub const HELP: [(&str, Kind, &str); 34] = [
     (
         RECORDS_RECEIVED,
         Kind::Counter,
@@ -153,6 +156,11 @@ pub const HELP: [(&str, Kind, &str); 33] = [
         NOT_A_DOMAIN,
         Kind::Counter,
         "Values of domain and URL fields that were not a host name (or URL), by field.",
+    ),
+    (
+        PSL_RELOADS,
+        Kind::Counter,
+        "Reloads of the public suffix list file, by result (ok, rejected).",
     ),
     (
         CACHE,

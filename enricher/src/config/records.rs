@@ -105,8 +105,10 @@ pub struct DomainsConfig {
     pub fields: Vec<String>,
     /// Fields whose names are written right to left (`.com.example`); they need not be listed in `fields` too.
     pub reversed_fields: Vec<String>,
-    /// A newer `public_suffix_list.dat` to use instead of the list compiled in; read once at start.
+    /// A newer `public_suffix_list.dat` to use instead of the list compiled in; replaced files are read again (`domains.reload_interval_ms`).
     pub public_suffix_list: Option<PathBuf>,
+    /// How often `domains.public_suffix_list` is checked for a replacement, in milliseconds (0: never).
+    pub reload_interval_ms: u64,
     /// Also write `<field>_ptr_registered_domain` next to each PTR name the worker obtained.
     pub ptr_registered_domain: bool,
     /// Names (and URLs) whose parts the in-process cache keeps.
@@ -121,6 +123,7 @@ impl Default for DomainsConfig {
             fields: strings(&["query", "server_name", "host"]),
             reversed_fields: Vec::new(),
             public_suffix_list: None,
+            reload_interval_ms: 30_000,
             ptr_registered_domain: true,
             cache_entries: 100_000,
         }

@@ -12,11 +12,19 @@
 //!
 //! Names repeat far more than addresses (a few thousand names make most of a
 //! DNS log), so a value is homogenised and split once per cache lifetime.
+//! A replaced `domains.public_suffix_list` is swapped in whole and empties
+//! the caches; parts computed with the old list meanwhile are not kept.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use crate::config::{DomainsConfig, UrlsConfig};
 use crate::domain::{self, Psl};
+use crate::geoip::{Stamp, stamp};
+use crate::metrics as m;
 use crate::record::json;
 use crate::record::{Found, FoundKind};
 use crate::splice::{Attr, Fragment, FragmentBuilder};
@@ -49,7 +57,12 @@ type Cache = moka::sync::Cache<Box<str>, Arc<Named>, foldhash::fast::RandomState
 
 /// Names and URLs of every record; shared by the enricher's tasks.
 pub(super) struct Domains {
-    psl: Psl,
+    psl: ArcSwap<Psl>,
+    /// `domains.public_suffix_list` and the stamp of the copy in use.
+    psl_file: Option<(PathBuf, Mutex<Option<Stamp>>)>,
+    /// Changes whenever a list is swapped in: parts computed with an older
+    /// list are not kept in the caches.
+    generation: AtomicU64,
     provenance: bool,
     ptr: bool,
     /// The role of each wanted field, by index.
@@ -124,8 +137,14 @@ impl Domains {
         if provenance {
             b.str(Attr::DomainStatus, "invalid");
         }
+        let psl_file = domains
+            .public_suffix_list
+            .as_ref()
+            .map(|path| (path.clone(), Mutex::new(stamp(path))));
         Ok(Self {
-            psl,
+            psl: ArcSwap::from_pointee(psl),
+            psl_file,
+            generation: AtomicU64::new(0),
             provenance,
             ptr: domains.ptr_registered_domain,
             roles,
@@ -205,11 +224,13 @@ impl Domains {
         if let Some(hit) = cache.get(raw) {
             return hit;
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let mut b = FragmentBuilder::default();
         let invalid = match domain::homogenise(raw, reversed) {
             Ok(name) => {
                 b.str(Attr::HostName, &name);
-                let parts = self.psl.parts(&name);
+                let psl = self.psl.load();
+                let parts = psl.parts(&name);
                 for (attr, part) in [
                     (Attr::RegisteredDomain, parts.registered_domain),
                     (Attr::TopLevelDomain, parts.top_level_domain),
@@ -225,7 +246,7 @@ impl Domains {
             Err(domain::NotADomain::Address) => false,
             Err(_) => self.invalid(&mut b),
         };
-        keep(cache, raw, b, invalid)
+        self.keep(cache, raw, b, invalid, generation)
     }
 
     /// The parts of an absolute URL.
@@ -233,8 +254,9 @@ impl Domains {
         if let Some(hit) = self.urls.get(raw) {
             return hit;
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let mut b = FragmentBuilder::default();
-        let invalid = match domain::url_parts(raw, &self.psl) {
+        let invalid = match domain::url_parts(raw, &self.psl.load()) {
             Some(u) => {
                 b.str(Attr::Scheme, &u.scheme);
                 if let Some(host) = &u.host {
@@ -257,7 +279,7 @@ impl Domains {
             }
             None => self.invalid(&mut b),
         };
-        keep(&self.urls, raw, b, invalid)
+        self.keep(&self.urls, raw, b, invalid, generation)
     }
 
     /// Marks a value that is neither a name nor a URL: `domain_status:
@@ -269,13 +291,74 @@ impl Domains {
         true
     }
 
+    /// Builds a value's parts and keeps them in `cache`, unless the list
+    /// they were computed with was replaced meanwhile.
+    fn keep(
+        &self,
+        cache: &Cache,
+        raw: &str,
+        mut b: FragmentBuilder,
+        invalid: bool,
+        generation: u64,
+    ) -> Arc<Named> {
+        let named = Arc::new(Named {
+            fragment: b.build(),
+            invalid,
+        });
+        if self.generation.load(Ordering::Acquire) == generation {
+            cache.insert(raw.into(), Arc::clone(&named));
+        }
+        named
+    }
+
+    /// Reads `domains.public_suffix_list` again if the file was replaced,
+    /// and swaps it in when it is a list; the caches are emptied, since
+    /// every part may have changed. A file that is not a list is logged and
+    /// counted, and the list in use keeps serving. Blocking (it reads the
+    /// file). Returns whether a new list was swapped in.
+    pub(super) fn reload_suffixes(&self) -> bool {
+        let Some((path, seen)) = &self.psl_file else {
+            return false;
+        };
+        let now = stamp(path);
+        {
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if now.is_none() || *seen == now {
+                return false;
+            }
+            // Noted even when the file is rejected: it is reported once,
+            // and a further replacement is tried again.
+            *seen = now;
+        }
+        match Psl::from_file(path) {
+            Ok(psl) => {
+                self.psl.store(Arc::new(psl));
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                for cache in [&self.names, &self.reversed, &self.urls] {
+                    cache.invalidate_all();
+                }
+                tracing::info!(path = %path.display(), "Public suffix list reloaded");
+                metrics::counter!(m::PSL_RELOADS, "result" => "ok").increment(1);
+                true
+            }
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "Public suffix list replacement rejected; the previous one keeps serving"
+                );
+                metrics::counter!(m::PSL_RELOADS, "result" => "rejected").increment(1);
+                false
+            }
+        }
+    }
+
     /// Adds the registered domain of a PTR name, when wanted.
     pub(super) fn ptr(&self, name: &str, b: &mut FragmentBuilder) {
         if !self.ptr {
             return;
         }
         if let Ok(name) = domain::homogenise(name, false)
-            && let Some(registered) = self.psl.parts(&name).registered_domain
+            && let Some(registered) = self.psl.load().parts(&name).registered_domain
         {
             b.str(Attr::PtrRegisteredDomain, registered);
         }
@@ -298,14 +381,4 @@ fn string<'a>(input: &'a [u8], f: &Found, text: &'a mut String) -> Option<&'a st
     } else {
         std::str::from_utf8(raw).ok()
     }
-}
-
-/// Builds a value's parts and keeps them in `cache`.
-fn keep(cache: &Cache, raw: &str, mut b: FragmentBuilder, invalid: bool) -> Arc<Named> {
-    let named = Arc::new(Named {
-        fragment: b.build(),
-        invalid,
-    });
-    cache.insert(raw.into(), Arc::clone(&named));
-    named
 }

@@ -8,6 +8,7 @@ mod bad_input;
 mod cache;
 mod chaos;
 mod dns;
+mod domains;
 mod faults;
 mod geoip;
 mod geoip_kinds;
