@@ -64,6 +64,10 @@ const ISP: &[Attr] = &[
     Attr::MobileCountryCode,
     Attr::MobileNetworkCode,
 ];
+/// DB-IP's Location-ISP: a City database and an ISP one in one file, with
+/// the connection type.
+const CITY_ISP: &[Attr] =
+    &concat::<{ CITY.len() + ISP.len() + 1 }>(&[CITY, ISP, &[Attr::ConnectionType]]);
 const ANONYMOUS: &[Attr] = &[
     Attr::IsAnonymous,
     Attr::IsAnonymousVpn,
@@ -72,6 +76,24 @@ const ANONYMOUS: &[Attr] = &[
     Attr::IsResidentialProxy,
     Attr::IsTorExitNode,
 ];
+
+/// The attribute lists `parts`, one after the other; `N` is their total
+/// length (a wrong one fails the build).
+const fn concat<const N: usize>(parts: &[&[Attr]]) -> [Attr; N] {
+    let mut out = [Attr::Country; N];
+    let (mut i, mut n) = (0, 0);
+    while i < parts.len() {
+        let mut j = 0;
+        while j < parts[i].len() {
+            out[n] = parts[i][j];
+            n += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    assert!(n == N, "N is not the total length of the parts");
+    out
+}
 
 impl DbKind {
     /// The kind of a database by its metadata's `database_type`
@@ -132,24 +154,7 @@ impl DbKind {
             DbKind::City => CITY,
             DbKind::Asn => ASN,
             DbKind::Isp => ISP,
-            DbKind::CityIsp => &[
-                Attr::Country,
-                Attr::CountryName,
-                Attr::Continent,
-                Attr::City,
-                Attr::Subdivision,
-                Attr::SubdivisionName,
-                Attr::Location,
-                Attr::Timezone,
-                Attr::Postal,
-                Attr::Asn,
-                Attr::Org,
-                Attr::Isp,
-                Attr::Organization,
-                Attr::MobileCountryCode,
-                Attr::MobileNetworkCode,
-                Attr::ConnectionType,
-            ],
+            DbKind::CityIsp => CITY_ISP,
             DbKind::AnonymousIp => ANONYMOUS,
             DbKind::ConnectionType => &[Attr::ConnectionType],
             DbKind::Domain => &[Attr::Domain],
