@@ -303,10 +303,10 @@ const TOPIC: &str = "{topic}";
 const PARKED: &str = "_parked";
 
 /// `kafka.output_topic_template` unless configured.
-pub const DEFAULT_OUTPUT_TEMPLATE: &str = "{topic}_enr";
+const DEFAULT_OUTPUT_TEMPLATE: &str = "{topic}_enr";
 
 /// `kafka.dlq_topic_template` unless configured.
-pub const DEFAULT_DLQ_TEMPLATE: &str = "{topic}_dlq";
+const DEFAULT_DLQ_TEMPLATE: &str = "{topic}_dlq";
 
 /// Whether an input topic is a pattern (librdkafka subscribes to an entry
 /// starting with `^` as a regular expression).
