@@ -321,6 +321,9 @@ struct RunArgs {
     /// Topic to enrich (kafka.input_topic).
     #[arg(long)]
     input_topic: Option<String>,
+    /// Several topics to enrich, comma-separated; `^` starts a pattern (kafka.input_topics).
+    #[arg(long, value_delimiter = ',', value_name = "TOPICS")]
+    input_topics: Vec<String>,
     /// Output topic, default `<input>_enr` (kafka.output_topic).
     #[arg(long)]
     output_topic: Option<String>,
@@ -456,6 +459,9 @@ fn run_worker(args: RunArgs) -> ExitCode {
     }
     if let Some(v) = args.input_topic {
         k.input_topic = v;
+    }
+    if !args.input_topics.is_empty() {
+        k.input_topics = args.input_topics;
     }
     if args.output_topic.is_some() {
         k.output_topic = args.output_topic;

@@ -10,12 +10,12 @@
 //! `process_` for the process's, under the names every Prometheus client
 //! library uses, so existing dashboards read them.
 
-/// Records taken from the input. Counter.
+/// Records taken from the input, by `topic` (the input topic). Counter.
 pub const RECORDS_RECEIVED: &str = "enricher_records_received_total";
-/// Records by final outcome, counted once each when the broker has
-/// acknowledged it: `enriched`, `passed` (copied unchanged: passthrough
-/// mode, tombstones), `dead_lettered` (with a `reason`), `dropped` (a dead
-/// letter too large even without its payload). Received minus the sum of
+/// Records by final outcome and `topic` (the input topic), counted once
+/// each when the broker has acknowledged it: `enriched`, `passed` (copied
+/// unchanged: passthrough mode, tombstones), `dead_lettered` (with a
+/// `reason`), `dropped` (a dead letter too large even without its payload). Received minus the sum of
 /// outcomes is what is in flight (plus, after a crash, what is redone).
 /// Counter.
 pub const RECORDS: &str = "enricher_records_total";
@@ -115,12 +115,12 @@ pub const HELP: [(&str, Kind, &str); 34] = [
     (
         RECORDS_RECEIVED,
         Kind::Counter,
-        "Records taken from the input.",
+        "Records taken from the input, by input topic.",
     ),
     (
         RECORDS,
         Kind::Counter,
-        "Records by final outcome once the broker has them: enriched, passed, dead_lettered (by reason), dropped.",
+        "Records by final outcome and input topic once the broker has them: enriched, passed, dead_lettered (by reason), dropped.",
     ),
     (
         PTR_DEADLINE,

@@ -14,11 +14,10 @@ const REVISION: &str = match option_env!("ENRICHER_REVISION") {
 };
 
 /// Copies the core's counters into the exporter (absolute values: the
-/// counters only grow), with the process's series. Records by outcome are
-/// the Kafka leg's (it counts them at delivery).
+/// counters only grow), with the process's series. Records received and
+/// by outcome are the Kafka leg's (it counts them per input topic).
 pub fn publish(enricher: &Enricher) {
     let s = enricher.stats().snapshot();
-    metrics::counter!(m::RECORDS_RECEIVED).absolute(s.records_in);
     metrics::counter!(m::PTR_DEADLINE).absolute(s.deadline_hit);
     metrics::counter!(m::NOT_AN_ADDRESS).absolute(s.not_an_address);
     for (tier, result, v) in [

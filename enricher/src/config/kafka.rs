@@ -59,13 +59,26 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group id; every worker of one topic shares it (`--group`).
     pub group_id: String,
-    /// The topic to enrich; `enricher run` needs it (`--input-topic`).
+    /// The topic to enrich (`--input-topic`); `enricher run` needs it or `input_topics`.
     pub input_topic: String,
-    /// Where enriched records go; default `<input_topic>_enr` (`--output-topic`).
+    /// Several topics for one worker (`--input-topics a,b`), instead of
+    /// `input_topic`; an entry starting with `^` is a regular expression
+    /// (librdkafka's), and topics that match it later are picked up at the
+    /// next metadata refresh (30 s unless `consumer_properties` sets
+    /// `topic.metadata.refresh.interval.ms`). A matching topic shaped like
+    /// an output (`output_topic_template`, `dlq_topic_template`, or a
+    /// redrive's `<dlq>_parked`) is never consumed.
+    pub input_topics: Vec<String>,
+    /// Where enriched records go, with one literal input topic only;
+    /// default `output_topic_template` (`--output-topic`).
     pub output_topic: Option<String>,
-    /// Where records that cannot be parsed go, with the reason in headers;
-    /// default `<input_topic>_dlq` (`--dlq-topic`).
+    /// Where records that cannot be parsed go, with the reason in headers,
+    /// with one literal input topic only; default `dlq_topic_template` (`--dlq-topic`).
     pub dlq_topic: Option<String>,
+    /// Each input topic's output topic, `{topic}` standing for the input topic's name.
+    pub output_topic_template: String,
+    /// Each input topic's dead-letter topic, `{topic}` standing for the input topic's name.
+    pub dlq_topic_template: String,
     /// Compression of produced records: `none`, `lz4`, `zstd`, `snappy` or
     /// `gzip`. `none` by default, as in Logstash, Vector and Telegraf: lz4
     /// cost the worker about 1 µs a record and tansu 20 (loadtest bench);
@@ -97,8 +110,11 @@ impl Default for KafkaConfig {
             brokers: "localhost:9092".into(),
             group_id: "enricher".into(),
             input_topic: String::new(),
+            input_topics: Vec::new(),
             output_topic: None,
             dlq_topic: None,
+            output_topic_template: DEFAULT_OUTPUT_TEMPLATE.into(),
+            dlq_topic_template: DEFAULT_DLQ_TEMPLATE.into(),
             compression: Compression::None,
             idempotence: false,
             properties: BTreeMap::new(),
@@ -109,18 +125,69 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
-    /// The output topic, defaulted from the input topic.
-    pub fn output_topic(&self) -> String {
-        self.output_topic
-            .clone()
-            .unwrap_or_else(|| format!("{}_enr", self.input_topic))
+    /// The input topics as given: `input_topic`, or `input_topics`.
+    pub fn inputs(&self) -> Vec<&str> {
+        if self.input_topics.is_empty() {
+            vec![self.input_topic.as_str()]
+        } else {
+            self.input_topics.iter().map(String::as_str).collect()
+        }
     }
 
-    /// The dead-letter topic, defaulted from the input topic.
+    /// Whether the worker subscribes to a pattern (an input starting with `^`).
+    pub fn has_pattern(&self) -> bool {
+        self.inputs().iter().any(|t| is_pattern(t))
+    }
+
+    /// The output topic of the first input topic (the only one, when the
+    /// fixed `output_topic` applies).
+    pub fn output_topic(&self) -> String {
+        self.output_topic_for(self.inputs().first().copied().unwrap_or_default())
+    }
+
+    /// The dead-letter topic of the first input topic.
     pub fn dlq_topic(&self) -> String {
-        self.dlq_topic
-            .clone()
-            .unwrap_or_else(|| format!("{}_dlq", self.input_topic))
+        self.dlq_topic_for(self.inputs().first().copied().unwrap_or_default())
+    }
+
+    /// Where `topic`'s enriched records go: `output_topic`, or the template.
+    pub fn output_topic_for(&self, topic: &str) -> String {
+        match &self.output_topic {
+            Some(fixed) => fixed.clone(),
+            None => self.output_topic_template.replace(TOPIC, topic),
+        }
+    }
+
+    /// Where `topic`'s dead letters go: `dlq_topic`, or the template.
+    pub fn dlq_topic_for(&self, topic: &str) -> String {
+        match &self.dlq_topic {
+            Some(fixed) => fixed.clone(),
+            None => self.dlq_topic_template.replace(TOPIC, topic),
+        }
+    }
+
+    /// Whether `topic` is one the worker writes (an output or a dead-letter
+    /// topic by the templates, or a redrive's parking topic of one): a
+    /// pattern that matches it must not consume it, or the worker would
+    /// enrich its own output.
+    pub fn is_own_output(&self, topic: &str) -> bool {
+        let fixed = [&self.output_topic, &self.dlq_topic]
+            .into_iter()
+            .flatten()
+            .any(|t| t == topic || topic.strip_suffix(PARKED) == Some(t.as_str()));
+        let shaped = |template: &str, name: &str| {
+            template.split_once(TOPIC).is_some_and(|(head, tail)| {
+                name.len() > head.len() + tail.len()
+                    && name.starts_with(head)
+                    && name.ends_with(tail)
+            })
+        };
+        fixed
+            || shaped(&self.output_topic_template, topic)
+            || shaped(&self.dlq_topic_template, topic)
+            || topic
+                .strip_suffix(PARKED)
+                .is_some_and(|t| shaped(&self.dlq_topic_template, t))
     }
 
     /// What every command accepts: no property the worker sets itself.
@@ -139,10 +206,27 @@ impl KafkaConfig {
                 }
             }
         }
+        for (key, template) in [
+            ("kafka.output_topic_template", &self.output_topic_template),
+            ("kafka.dlq_topic_template", &self.dlq_topic_template),
+        ] {
+            if template.matches(TOPIC).count() != 1 || template == TOPIC {
+                return Err(ConfigError::new(
+                    key,
+                    "must hold `{topic}` once, with something around it",
+                ));
+            }
+        }
+        if self.output_topic_template == self.dlq_topic_template {
+            return Err(ConfigError::new(
+                "kafka.dlq_topic_template",
+                "must differ from kafka.output_topic_template",
+            ));
+        }
         Ok(())
     }
 
-    /// What `enricher run` needs: somewhere to read from, and three distinct topics.
+    /// What `enricher run` needs: somewhere to read from, and distinct topics.
     pub(super) fn check_run(&self) -> Result<(), ConfigError> {
         if self.brokers.trim().is_empty() {
             return Err(ConfigError::new("kafka.brokers", "must not be empty"));
@@ -150,27 +234,84 @@ impl KafkaConfig {
         if self.group_id.trim().is_empty() {
             return Err(ConfigError::new("kafka.group_id", "must not be empty"));
         }
-        if self.input_topic.trim().is_empty() {
+        let one = self.input_topics.is_empty();
+        if one && self.input_topic.trim().is_empty() {
             return Err(ConfigError::new(
                 "kafka.input_topic",
-                "must be set (--input-topic)",
+                "must be set (--input-topic), or kafka.input_topics",
             ));
         }
-        let output = self.output_topic();
-        if output == self.input_topic {
+        if !one && !self.input_topic.is_empty() {
             return Err(ConfigError::new(
-                "kafka.output_topic",
-                "must differ from the input topic",
+                "kafka.input_topics",
+                "set either kafka.input_topic or kafka.input_topics, not both",
             ));
         }
-        if self.dlq_topic() == self.input_topic || self.dlq_topic() == output {
+        if self.input_topics.iter().any(|t| t.trim().is_empty()) {
             return Err(ConfigError::new(
-                "kafka.dlq_topic",
-                "must differ from the input and output topics",
+                "kafka.input_topics",
+                "must not hold an empty name",
             ));
+        }
+        let inputs = self.inputs();
+        let single = inputs.len() == 1 && !is_pattern(inputs[0]);
+        for (key, fixed) in [
+            ("kafka.output_topic", &self.output_topic),
+            ("kafka.dlq_topic", &self.dlq_topic),
+        ] {
+            if fixed.is_some() && !single {
+                return Err(ConfigError::new(
+                    key,
+                    "applies to one literal input topic only; with several topics or a pattern use the template",
+                ));
+            }
+        }
+        for input in inputs.iter().filter(|t| !is_pattern(t)) {
+            let output = self.output_topic_for(input);
+            let dlq = self.dlq_topic_for(input);
+            if inputs.contains(&output.as_str()) {
+                return Err(ConfigError::new(
+                    if single {
+                        "kafka.output_topic"
+                    } else {
+                        "kafka.input_topics"
+                    },
+                    format!("the output topic {output} is an input topic too"),
+                ));
+            }
+            if inputs.contains(&dlq.as_str()) || dlq == output {
+                return Err(ConfigError::new(
+                    if single {
+                        "kafka.dlq_topic"
+                    } else {
+                        "kafka.input_topics"
+                    },
+                    format!(
+                        "the dead-letter topic {dlq} must differ from the input and output topics"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
+}
+
+/// What the templates replace by the input topic's name.
+const TOPIC: &str = "{topic}";
+
+/// The suffix of a redrive's parking topic (`enricher redrive`).
+const PARKED: &str = "_parked";
+
+/// `kafka.output_topic_template` unless configured.
+const DEFAULT_OUTPUT_TEMPLATE: &str = "{topic}_enr";
+
+/// `kafka.dlq_topic_template` unless configured.
+const DEFAULT_DLQ_TEMPLATE: &str = "{topic}_dlq";
+
+/// Whether an input topic is a pattern (librdkafka subscribes to an entry
+/// starting with `^` as a regular expression).
+pub fn is_pattern(topic: &str) -> bool {
+    topic.starts_with('^')
 }
 
 /// `[worker]`
@@ -267,5 +408,83 @@ impl WorkerConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kafka(inputs: &[&str]) -> KafkaConfig {
+        KafkaConfig {
+            input_topics: inputs.iter().map(|t| t.to_string()).collect(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    fn problem(k: &KafkaConfig) -> String {
+        k.check()
+            .and_then(|()| k.check_run())
+            .map(|()| "ok".to_string())
+            .unwrap_or_else(|e| e.key)
+    }
+
+    #[test]
+    fn each_topic_has_its_own_output_and_dead_letters_by_the_templates() {
+        let mut k = kafka(&["bro_conn", "bro_dns"]);
+        assert_eq!(problem(&k), "ok");
+        assert_eq!(k.output_topic_for("bro_dns"), "bro_dns_enr");
+        assert_eq!(k.dlq_topic_for("bro_dns"), "bro_dns_dlq");
+        k.output_topic_template = "enriched.{topic}".into();
+        assert_eq!(k.output_topic_for("bro_dns"), "enriched.bro_dns");
+        let one = KafkaConfig {
+            input_topic: "a".into(),
+            output_topic: Some("b".into()),
+            ..KafkaConfig::default()
+        };
+        assert_eq!(
+            (one.output_topic(), one.dlq_topic()),
+            ("b".into(), "a_dlq".into())
+        );
+    }
+
+    #[test]
+    fn exactly_one_way_to_name_the_inputs_and_fixed_outputs_only_for_one_topic() {
+        assert_eq!(problem(&KafkaConfig::default()), "kafka.input_topic");
+        let mut both = kafka(&["a"]);
+        both.input_topic = "b".into();
+        assert_eq!(problem(&both), "kafka.input_topics");
+        assert_eq!(problem(&kafka(&["a", ""])), "kafka.input_topics");
+        let mut fixed = kafka(&["a", "b"]);
+        fixed.output_topic = Some("out".into());
+        assert_eq!(problem(&fixed), "kafka.output_topic");
+        let mut fixed = kafka(&["^bro_.*"]);
+        fixed.dlq_topic = Some("dead".into());
+        assert_eq!(problem(&fixed), "kafka.dlq_topic");
+        let mut fixed = kafka(&["a"]);
+        fixed.dlq_topic = Some("dead".into());
+        assert_eq!(problem(&fixed), "ok", "one literal topic in the list");
+        assert_eq!(problem(&kafka(&["a", "a_enr"])), "kafka.input_topics");
+        let mut t = kafka(&["a"]);
+        t.output_topic_template = "out".into();
+        assert_eq!(problem(&t), "kafka.output_topic_template");
+        t.output_topic_template = "{topic}_dlq".into();
+        assert_eq!(problem(&t), "kafka.dlq_topic_template");
+    }
+
+    #[test]
+    fn a_pattern_never_consumes_what_the_worker_writes() {
+        let k = kafka(&["^bro_.*"]);
+        assert!(k.has_pattern());
+        for own in ["bro_conn_enr", "bro_conn_dlq", "bro_conn_dlq_parked"] {
+            assert!(k.is_own_output(own), "{own}");
+        }
+        for input in ["bro_conn", "bro_enrx", "_enr", "bro_parked"] {
+            assert!(!k.is_own_output(input), "{input}");
+        }
+        let mut k = kafka(&["^raw\\..*"]);
+        k.output_topic_template = "enriched.{topic}".into();
+        assert!(k.is_own_output("enriched.raw.conn"));
+        assert!(!k.is_own_output("raw.conn"));
     }
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::intel::{IntelConfig, TableConfig};
 pub use self::kafka::{
-    Compression, KafkaConfig, MAX_ENRICH_THREADS, RESERVED_PROPERTIES, WorkerConfig,
+    Compression, KafkaConfig, MAX_ENRICH_THREADS, RESERVED_PROPERTIES, WorkerConfig, is_pattern,
 };
 pub use self::lookups::{
     CacheConfig, DbAttributes, DnsConfig, GeoIpConfig, GeoIpDatabase, RedisConfig, Scope,

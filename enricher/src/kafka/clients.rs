@@ -114,6 +114,10 @@ const FETCH_WAIT_MAX_MS: &str = "50";
 /// configured: 16 MiB.
 const QUEUED_MAX_KBYTES: &str = "16384";
 
+/// The consumer's metadata refresh with a pattern subscription, unless
+/// configured: how soon a new matching topic is consumed.
+const PATTERN_METADATA_REFRESH_MS: &str = "30000";
+
 fn consumer_config(config: &Config) -> ClientConfig {
     let mut c = client_config(config, &std::collections::BTreeMap::new());
     c.set("group.id", &config.kafka.group_id)
@@ -142,6 +146,15 @@ fn consumer_config(config: &Config) -> ClientConfig {
             "statistics.interval.ms",
             config.worker.stats_interval_ms.to_string(),
         );
+    if config.kafka.has_pattern() {
+        // A pattern sees a new topic only when the metadata is refreshed:
+        // librdkafka's 5 minutes is long for a new log type to wait, and
+        // a metadata request every 30 s is nothing for a broker.
+        c.set(
+            "topic.metadata.refresh.interval.ms",
+            PATTERN_METADATA_REFRESH_MS,
+        );
+    }
     for (k, v) in &config.kafka.consumer_properties {
         c.set(k, v);
     }
@@ -301,6 +314,24 @@ mod tests {
             .insert("fetch.wait.max.ms".into(), "500".into());
         let c = consumer_config(&config);
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("500"));
+        assert_eq!(c.get("topic.metadata.refresh.interval.ms"), None);
         assert_eq!(c.get("fetch.wait.max.ms"), Some("500"));
+    }
+
+    #[test]
+    fn a_pattern_subscription_refreshes_its_metadata_every_30_seconds_unless_configured() {
+        let mut config = Config::default();
+        config.kafka.input_topics = vec!["bro_conn".into(), "^bro_.*".into()];
+        let c = consumer_config(&config);
+        assert_eq!(
+            c.get("topic.metadata.refresh.interval.ms"),
+            Some(PATTERN_METADATA_REFRESH_MS)
+        );
+        config
+            .kafka
+            .consumer_properties
+            .insert("topic.metadata.refresh.interval.ms".into(), "1000".into());
+        let c = consumer_config(&config);
+        assert_eq!(c.get("topic.metadata.refresh.interval.ms"), Some("1000"));
     }
 }

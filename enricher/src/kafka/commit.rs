@@ -24,7 +24,6 @@ pub(super) enum When {
 /// Commits `due` and tells the acker how it went.
 pub(super) fn commit<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
-    topic: &str,
     state: &mut State,
     due: &[Commit],
     when: When,
@@ -34,7 +33,7 @@ pub(super) fn commit<C: ConsumerContext>(
     }
     let mut tpl = TopicPartitionList::new();
     for c in due {
-        let _ = tpl.add_partition_offset(topic, c.tp.partition, Offset::Offset(c.offset));
+        let _ = tpl.add_partition_offset(&c.tp.topic, c.tp.partition, Offset::Offset(c.offset));
     }
     let result = match when {
         When::Tick => consumer.commit(&tpl, CommitMode::Sync),
@@ -50,12 +49,12 @@ pub(super) fn commit<C: ConsumerContext>(
             }
         }
         Err(error) if when == When::Tick => {
-            state.commit_failures.failed(now, &error, topic);
+            state.commit_failures.failed(now, &error, "commit");
             for c in due {
                 state.acker.commit_failed(&c.tp, c.epoch, c.offset);
             }
         }
-        Err(error) => tracing::error!(%error, topic, "Last commit failed"),
+        Err(error) => tracing::error!(%error, "Last commit failed"),
     }
 }
 

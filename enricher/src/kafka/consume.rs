@@ -17,7 +17,7 @@ use super::commit::{When, commit};
 use super::health::now_ms;
 use super::lane::{BATCH_RECORDS, Batch, Lane, Lanes, Msg, lane_of};
 use super::partitions::{Shared, State};
-use super::produce::{Outcomes, pack};
+use super::produce::pack;
 use super::rebalance::WorkerContext;
 use super::streak::{Messages, Streak};
 use crate::enrich::Enricher;
@@ -55,7 +55,6 @@ pub(super) struct Loop {
     all_paused: bool,
     /// Consumer errors, said once per streak.
     consumer_errors: Streak,
-    outcomes: Arc<Outcomes>,
     shutdown_grace: Duration,
 }
 
@@ -83,7 +82,6 @@ impl Loop {
         enricher: Arc<Enricher>,
         lane: Lane,
         lanes: Option<Lanes>,
-        outcomes: Arc<Outcomes>,
         limits: Limits,
     ) -> Self {
         Self {
@@ -96,7 +94,6 @@ impl Loop {
             full_since: None,
             all_paused: false,
             consumer_errors: Streak::new(CONSUMER_ERRORS),
-            outcomes,
             shutdown_grace: limits.shutdown_grace,
         }
     }
@@ -147,7 +144,7 @@ impl Loop {
                 if ticked {
                     last_tick = now;
                     let due = state.acker.commits_due(now, false);
-                    commit(consumer, &shared.topic, &mut state, &due, When::Tick);
+                    commit(consumer, &mut state, &due, When::Tick);
                     state.acker.publish(now_ms());
                     state.acker.log_progress(now);
                     metrics::gauge!(m::IN_FLIGHT).set(state.acker.total_in_flight() as f64);
@@ -162,7 +159,7 @@ impl Loop {
 
     fn publish(&self) {
         crate::telemetry::publish(&self.enricher);
-        self.outcomes.publish();
+        self.shared.state().publish_routes();
     }
 
     /// Whether the total in-flight limit holds the loop back from taking
@@ -187,7 +184,6 @@ impl Loop {
         state: &mut State,
         now: Instant,
     ) {
-        let topic = &self.shared.topic;
         let full = state.acker.total_in_flight() >= self.total;
         if full {
             self.full_since.get_or_insert(now);
@@ -199,21 +195,21 @@ impl Loop {
             .is_some_and(|since| now.duration_since(since) >= HOLD_BEFORE_PAUSE);
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
-        let partitions: Vec<i32> = state.current.keys().copied().collect();
-        for p in partitions {
-            let in_flight = state
-                .acker
-                .in_flight(&TopicPartition::new(Arc::clone(topic), p));
-            let paused = state.paused.get(&p).copied().unwrap_or(false);
-            let want_paused = over_total
-                || in_flight >= self.per_partition
-                || (paused && in_flight > self.per_partition / 2);
-            if want_paused && !paused {
-                let _ = pause.add_partition(topic, p);
-                state.paused.insert(p, true);
-            } else if !want_paused && paused {
-                let _ = resume.add_partition(topic, p);
-                state.paused.insert(p, false);
+        let State { topics, acker, .. } = state;
+        for (name, t) in topics.iter_mut() {
+            for (&p, current) in &mut t.partitions {
+                let in_flight = acker.in_flight(&TopicPartition::new(Arc::clone(name), p));
+                let paused = current.paused;
+                let want_paused = over_total
+                    || in_flight >= self.per_partition
+                    || (paused && in_flight > self.per_partition / 2);
+                if want_paused && !paused {
+                    let _ = pause.add_partition(name, p);
+                    current.paused = true;
+                } else if !want_paused && paused {
+                    let _ = resume.add_partition(name, p);
+                    current.paused = false;
+                }
             }
         }
         if pause.count() > 0 {
@@ -231,21 +227,27 @@ impl Loop {
         let partition = msg.partition();
         let offset = msg.offset();
         let ts = msg.timestamp().to_millis();
-        let mut state = self.shared.state();
-        let Some(&(slot, epoch)) = state.current.get(&partition) else {
+        let mut guard = self.shared.state();
+        let state = &mut *guard;
+        let Some(t) = state.topics.get_mut(msg.topic()) else {
             return;
         };
+        let Some(current) = t.partitions.get(&partition) else {
+            return;
+        };
+        let (slot, epoch) = (current.slot, current.epoch);
         // Even a paused partition's message is taken: librdkafka has
         // moved past it, and skipping it would let the commit point
         // move past it too.
-        let tp = TopicPartition::new(Arc::clone(&self.shared.topic), partition);
+        let tp = TopicPartition::new(Arc::clone(&t.route.input), partition);
         if state.acker.track(&tp, epoch, offset, ts).is_err() {
             return;
         }
         if let Some(ts) = ts {
-            let newest = state.newest_ts.entry(partition).or_insert(ts);
+            let newest = t.newest_ts.entry(partition).or_insert(ts);
             *newest = (*newest).max(ts);
         }
+        t.route.received.inc();
         state.consumed += 1;
         if state.acker.total_in_flight() >= self.total {
             self.full_since.get_or_insert_with(Instant::now);
@@ -256,14 +258,15 @@ impl Loop {
         let lane = lane_of(partition, lanes);
         let Some(batch) = state.pending.get_mut(lane) else {
             // No lanes: enriched here.
-            drop(state);
-            self.lane.process(Msg::of(msg), opaque);
+            let route = Arc::clone(&t.route);
+            drop(guard);
+            self.lane.process(Msg::of(msg, &route), opaque);
             return;
         };
-        batch.push(msg, opaque);
+        batch.push(msg, opaque, &t.route);
         if batch.len() >= BATCH_RECORDS {
             let batch = std::mem::replace(batch, self.shared.spares.take());
-            drop(state);
+            drop(guard);
             self.hand_off(lane, batch);
         }
     }
@@ -340,7 +343,7 @@ impl Loop {
         shared.settle(&mut state);
         state.undelivered = state.acker.total_in_flight() as u64;
         let due = state.acker.commits_due(Instant::now(), true);
-        commit(consumer, &shared.topic, &mut state, &due, When::Last);
+        commit(consumer, &mut state, &due, When::Last);
         state.acker.publish(now_ms());
         drop(state);
         self.publish();

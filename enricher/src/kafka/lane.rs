@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 
-use super::produce::{Output, Source};
+use super::produce::{Output, Route, Source};
 use crate::enrich::{Enricher, Ready, Scratch};
 use crate::record::RecordError;
 
@@ -64,6 +64,7 @@ impl Spares {
 
 /// A tracked record, as far as a lane needs it.
 pub(super) struct Msg<'a> {
+    pub(super) route: &'a Arc<Route>,
     pub(super) partition: i32,
     pub(super) offset: i64,
     pub(super) payload: Option<&'a [u8]>,
@@ -72,8 +73,9 @@ pub(super) struct Msg<'a> {
 }
 
 impl<'a> Msg<'a> {
-    pub(super) fn of(msg: &'a BorrowedMessage<'_>) -> Self {
+    pub(super) fn of(msg: &'a BorrowedMessage<'_>, route: &'a Arc<Route>) -> Self {
         Self {
+            route,
             partition: msg.partition(),
             offset: msg.offset(),
             payload: msg.payload(),
@@ -84,6 +86,7 @@ impl<'a> Msg<'a> {
 
     fn source(&mut self) -> Source<'a> {
         Source {
+            route: self.route,
             partition: self.partition,
             offset: self.offset,
             key: self.key,
@@ -192,6 +195,7 @@ impl Lane {
         let output = Arc::clone(&self.output);
         let input = payload.to_vec();
         let key = source.key.map(<[u8]>::to_vec);
+        let route = Arc::clone(source.route);
         let (partition, offset, headers) = (source.partition, source.offset, source.headers);
         let task = async move {
             let mut scratch = Scratch::default();
@@ -208,6 +212,7 @@ impl Lane {
             }
             strip_newline(&mut out);
             let source = Source {
+                route: &route,
                 partition,
                 offset,
                 key: key.as_deref(),
@@ -237,9 +242,13 @@ fn strip_newline(out: &mut Vec<u8>) {
 pub(super) struct Batch {
     bytes: Vec<u8>,
     items: Vec<Item>,
+    /// The routes of the batch's records: a batch mostly holds one topic's,
+    /// so an item names its route by index, and no record clones an `Arc`.
+    routes: Vec<Arc<Route>>,
 }
 
 struct Item {
+    route: usize,
     partition: i32,
     offset: i64,
     opaque: usize,
@@ -249,10 +258,18 @@ struct Item {
 }
 
 impl Batch {
-    pub(super) fn push(&mut self, msg: &BorrowedMessage<'_>, opaque: usize) {
+    pub(super) fn push(&mut self, msg: &BorrowedMessage<'_>, opaque: usize, route: &Arc<Route>) {
         let payload = msg.payload().map(|p| copy(&mut self.bytes, p));
         let key = msg.key().map(|k| copy(&mut self.bytes, k));
+        let route = match self.routes.iter().rposition(|r| Arc::ptr_eq(r, route)) {
+            Some(i) => i,
+            None => {
+                self.routes.push(Arc::clone(route));
+                self.routes.len() - 1
+            }
+        };
         self.items.push(Item {
+            route,
             partition: msg.partition(),
             offset: msg.offset(),
             opaque,
@@ -272,9 +289,18 @@ impl Batch {
 
     /// Processes every record, in order, and leaves the batch empty.
     pub(super) fn run(&mut self, lane: &mut Lane) {
-        let Batch { bytes, items } = self;
+        let Batch {
+            bytes,
+            items,
+            routes,
+        } = self;
         for item in items.drain(..) {
+            // Always there: `push` adds the route before the item.
+            let Some(route) = routes.get(item.route) else {
+                continue;
+            };
             let msg = Msg {
+                route,
                 partition: item.partition,
                 offset: item.offset,
                 payload: item.payload.and_then(|r| bytes.get(r)),
@@ -284,6 +310,7 @@ impl Batch {
             lane.process(msg, item.opaque);
         }
         bytes.clear();
+        routes.clear();
     }
 }
 

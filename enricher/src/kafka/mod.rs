@@ -1,5 +1,6 @@
-//! `enricher run`: consume one topic in a consumer group, enrich, produce,
-//! commit in order. The files are the steps a record takes:
+//! `enricher run`: consume one topic, a list or a pattern in a consumer
+//! group, enrich, produce each record to its own topic's output, commit in
+//! order. The files are the steps a record takes:
 //!
 //! ```text
 //! consume.rs   consumer thread: poll --> acker.track --> Batch
@@ -9,7 +10,7 @@
 //!                                      '--failed--> retries --.        |
 //! partitions.rs consumer thread: settle: acks --> acker;  retries --> Output::resend (after a backoff)
 //! commit.rs    every tick:      acker.commits_due --> commit (sync) --> acker.committed
-//! rebalance.rs inside poll:     assign: a slot per partition; revoke: hand off, drain, commit, release
+//! rebalance.rs inside poll:     assign: a slot per partition (a route per new topic); revoke: hand off, drain, commit, release
 //! clients.rs   the clients' configurations and their errors;  health.rs what the probes read
 //! ```
 //!
@@ -21,8 +22,10 @@
 //! they keep going while the consumer thread is busy in a rebalance. A
 //! record's delivery opaque packs its partition's assignment slot and its
 //! offset; the slot names the epoch, so reports from an earlier assignment
-//! are fenced. A record too large to produce is dead-lettered (without its
-//! payload if that is too large too), never retried.
+//! are fenced, and its topic's route (output and dead-letter topics, named
+//! once when the topic is first assigned). A record too large to produce
+//! is dead-lettered (without its payload if that is too large too), never
+//! retried.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -50,7 +53,7 @@ pub use health::Health;
 
 use consume::{Limits, Loop};
 use lane::{Lane, Lanes};
-use partitions::{Shared, State};
+use partitions::{Routing, Shared, State};
 use produce::{Output, Resends};
 use rebalance::WorkerContext;
 use streak::{Messages, Streak};
@@ -70,11 +73,11 @@ pub enum WorkerError {
 /// What a run did, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RunReport {
-    /// Records taken from the input topic.
+    /// Records taken from the input topics.
     pub consumed: u64,
-    /// Records produced to the output topic.
+    /// Records produced to the output topics.
     pub produced: u64,
-    /// Records produced to the dead-letter topic.
+    /// Records produced to the dead-letter topics.
     pub dead_lettered: u64,
     /// Failed deliveries sent again.
     pub retried: u64,
@@ -102,8 +105,7 @@ pub fn run(
     health: Arc<Health>,
 ) -> Result<RunReport, WorkerError> {
     config.validate_run()?;
-    let topic: Arc<str> = config.kafka.input_topic.as_str().into();
-    let started = Output::start(config, Arc::clone(&topic))?;
+    let started = Output::start(config)?;
     let output = Arc::new(started.output);
     let slot = Arc::new(Mutex::new(None));
     let consumer = clients::consumer(config, WorkerContext::new(Arc::clone(&slot)))?;
@@ -115,18 +117,22 @@ pub fn run(
         Instant::now(),
     );
     let shared = Arc::new(Shared::new(
-        Arc::clone(&topic),
-        State::new(acker, Resends::new(config), Streak::new(COMMIT_FAILURES)),
+        State::new(
+            acker,
+            Resends::new(config),
+            Streak::new(COMMIT_FAILURES),
+            Routing::new(&config.kafka),
+        ),
         Arc::clone(&output),
         started.deliveries,
         Duration::from_millis(config.worker.drain_timeout_ms),
         Arc::clone(&health),
     ));
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&shared));
-    consumer.subscribe(&[&topic])?;
+    let inputs = config.kafka.inputs();
+    consumer.subscribe(&inputs)?;
     tracing::info!(
-        topic = %topic,
-        output = %output.topic(),
+        topics = ?inputs,
         group = %config.kafka.group_id,
         "Worker started"
     );
@@ -167,7 +173,6 @@ pub fn run(
         Arc::clone(&enricher),
         lane(),
         lanes,
-        started.outcomes,
         Limits {
             per_partition: config.worker.max_in_flight_per_partition,
             total: config.worker.max_in_flight,

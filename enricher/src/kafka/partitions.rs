@@ -1,10 +1,10 @@
 //! The consumer thread's state, shared with the rebalance and statistics
 //! callbacks (which librdkafka runs on that thread inside `poll`): the
-//! acker, which assignment slot each partition is in, which partitions are
-//! paused, the batches not yet handed to their lanes, and the failed
+//! acker, each input topic's route and partitions (which assignment slot
+//! each is in, whether it is paused), the batches not yet handed to their lanes, and the failed
 //! deliveries waiting to go again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
@@ -12,14 +12,71 @@ use acker::{AckResult, Acker, Epoch, TopicPartition};
 
 use super::health::Health;
 use super::lane::{Batch, Spares};
-use super::produce::{Deliveries, Output, Resends, SLOT_MASK, unpack};
+use super::produce::{Deliveries, Output, Resends, Route, SLOT_MASK, unpack};
 use super::streak::Streak;
+use crate::config::KafkaConfig;
+use crate::config::is_pattern;
 
-/// An assignment: which partition and epoch a slot stands for.
+/// An assignment: which partition and epoch a slot stands for, and its
+/// topic's route.
 #[derive(Debug, Clone)]
 pub(super) struct Assignment {
     pub(super) tp: TopicPartition,
     pub(super) epoch: Epoch,
+    pub(super) route: Arc<Route>,
+}
+
+/// A partition this worker holds now.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Current {
+    pub(super) slot: u32,
+    pub(super) epoch: Epoch,
+    pub(super) paused: bool,
+}
+
+/// One input topic as the consumer thread sees it. Kept once seen (a
+/// handful of topics), so its counts only grow.
+pub(super) struct Topic {
+    pub(super) route: Arc<Route>,
+    /// Partition number -> its current assignment.
+    pub(super) partitions: HashMap<i32, Current>,
+    /// Newest record timestamp seen per partition (for the source diff).
+    pub(super) newest_ts: HashMap<i32, i64>,
+}
+
+/// Which assigned topics the worker consumes, and their names.
+pub(super) struct Routing {
+    kafka: KafkaConfig,
+    /// Topics a pattern matched that are the worker's own outputs: left
+    /// paused, said once each.
+    skipped: HashSet<String>,
+}
+
+impl Routing {
+    /// The routing of `kafka`'s subscription.
+    pub(super) fn new(kafka: &KafkaConfig) -> Self {
+        Self {
+            kafka: kafka.clone(),
+            skipped: HashSet::new(),
+        }
+    }
+
+    /// Whether `topic` is one a pattern matched that the worker writes
+    /// itself (`KafkaConfig::is_own_output`); a topic named in the
+    /// configuration is always consumed.
+    fn skips(&mut self, topic: &str) -> bool {
+        let inputs = self.kafka.inputs();
+        let skip = inputs.iter().any(|t| is_pattern(t))
+            && !inputs.contains(&topic)
+            && self.kafka.is_own_output(topic);
+        if skip && self.skipped.insert(topic.to_string()) {
+            tracing::warn!(
+                topic,
+                "A topic the pattern matches is shaped like an output of this worker; not consumed"
+            );
+        }
+        skip
+    }
 }
 
 /// Everything the consumer thread owns, reachable from its callbacks.
@@ -27,13 +84,11 @@ pub(super) struct State {
     pub(super) acker: Acker,
     /// Slot -> assignment; a slot is never reused.
     slots: HashMap<u32, Assignment>,
-    /// Partition number -> (slot, epoch) of its current assignment.
-    pub(super) current: HashMap<i32, (u32, Epoch)>,
+    /// Input topics seen, by name.
+    pub(super) topics: HashMap<Arc<str>, Topic>,
+    routing: Routing,
     next_slot: u32,
-    pub(super) paused: HashMap<i32, bool>,
-    /// Newest record timestamp seen per partition (for the source diff).
-    pub(super) newest_ts: HashMap<i32, i64>,
-    /// Records taken from the input topic.
+    /// Records taken from the input topics.
     pub(super) consumed: u64,
     /// Partition commits that succeeded.
     pub(super) commits: u64,
@@ -49,14 +104,18 @@ pub(super) struct State {
 
 impl State {
     /// A state with no assignment.
-    pub(super) fn new(acker: Acker, resends: Resends, commit_failures: Streak) -> Self {
+    pub(super) fn new(
+        acker: Acker,
+        resends: Resends,
+        commit_failures: Streak,
+        routing: Routing,
+    ) -> Self {
         Self {
             acker,
             slots: HashMap::new(),
-            current: HashMap::new(),
+            topics: HashMap::new(),
+            routing,
             next_slot: 0,
-            paused: HashMap::new(),
-            newest_ts: HashMap::new(),
             consumed: 0,
             commits: 0,
             undelivered: 0,
@@ -66,29 +125,86 @@ impl State {
         }
     }
 
-    /// Gives a newly assigned partition a slot of its own.
-    pub(super) fn assign(&mut self, tp: TopicPartition) {
-        let partition = tp.partition;
+    /// Gives a newly assigned partition a slot of its own, and its topic a
+    /// route when it is new. Returns `false` for a topic the worker does
+    /// not consume (see [`Routing`]).
+    pub(super) fn assign(&mut self, topic: &str, partition: i32) -> bool {
+        if !self.topics.contains_key(topic) {
+            if self.routing.skips(topic) {
+                return false;
+            }
+            let route = Arc::new(Route::new(&self.routing.kafka, topic));
+            tracing::info!(
+                topic,
+                output = %route.output,
+                dlq = %route.dlq,
+                "Consuming a topic"
+            );
+            self.topics.insert(
+                Arc::clone(&route.input),
+                Topic {
+                    route,
+                    partitions: HashMap::new(),
+                    newest_ts: HashMap::new(),
+                },
+            );
+        }
+        let Some(t) = self.topics.get_mut(topic) else {
+            return false;
+        };
+        let tp = TopicPartition::new(Arc::clone(&t.route.input), partition);
         let epoch = self.acker.assign(tp.clone());
         let slot = self.next_slot;
         self.next_slot = self.next_slot.wrapping_add(1) & SLOT_MASK;
-        self.slots.insert(slot, Assignment { tp, epoch });
-        self.current.insert(partition, (slot, epoch));
-        self.paused.insert(partition, false);
+        let route = Arc::clone(&t.route);
+        self.slots.insert(slot, Assignment { tp, epoch, route });
+        t.partitions.insert(
+            partition,
+            Current {
+                slot,
+                epoch,
+                paused: false,
+            },
+        );
+        true
+    }
+
+    /// The partitions held now among `pairs` of topic and partition.
+    pub(super) fn held<'a>(
+        &self,
+        pairs: impl IntoIterator<Item = (&'a str, i32)>,
+    ) -> Vec<TopicPartition> {
+        pairs
+            .into_iter()
+            .filter_map(|(topic, p)| {
+                let (name, t) = self.topics.get_key_value(topic)?;
+                t.partitions
+                    .contains_key(&p)
+                    .then(|| TopicPartition::new(Arc::clone(name), p))
+            })
+            .collect()
     }
 
     /// Forgets a partition that is no longer this worker's.
-    pub(super) fn forget(&mut self, partition: i32) {
-        if let Some((slot, _)) = self.current.remove(&partition) {
-            self.slots.remove(&slot);
+    pub(super) fn forget(&mut self, tp: &TopicPartition) {
+        let Some(t) = self.topics.get_mut(&*tp.topic) else {
+            return;
+        };
+        if let Some(current) = t.partitions.remove(&tp.partition) {
+            self.slots.remove(&current.slot);
         }
-        self.paused.remove(&partition);
+    }
+
+    /// Copies every topic's counts into the exporter.
+    pub(super) fn publish_routes(&self) {
+        for t in self.topics.values() {
+            t.route.publish();
+        }
     }
 }
 
 /// The state and what the consumer thread shares with its lanes.
 pub(super) struct Shared {
-    pub(super) topic: Arc<str>,
     state: Mutex<State>,
     pub(super) output: Arc<Output>,
     deliveries: Deliveries,
@@ -102,7 +218,6 @@ pub(super) struct Shared {
 impl Shared {
     /// The shared parts of a worker.
     pub(super) fn new(
-        topic: Arc<str>,
         state: State,
         output: Arc<Output>,
         deliveries: Deliveries,
@@ -110,7 +225,6 @@ impl Shared {
         health: Arc<Health>,
     ) -> Self {
         Self {
-            topic,
             state: Mutex::new(state),
             output,
             deliveries,
@@ -173,20 +287,26 @@ impl Shared {
     /// Applies every delivery report waiting, and sends failed ones again
     /// once their backoff has passed.
     pub(super) fn settle(&self, state: &mut State) {
-        let acked = self.deliveries.acked(|opaque| {
+        let State { slots, acker, .. } = state;
+        let acked = self.deliveries.acked(|opaque, outcome| {
             let (slot, offset) = unpack(opaque);
-            let Some(a) = state.slots.get(&slot) else {
+            // A report of an earlier assignment is not counted: the
+            // partition's next owner counts the record when it redoes it.
+            let Some(a) = slots.get(&slot) else {
                 return;
             };
-            let (tp, epoch) = (a.tp.clone(), a.epoch);
-            if state.acker.ack(&tp, epoch, offset) == AckResult::Fenced {
-                tracing::debug!(%tp, offset, "Ignored a delivery report of an earlier assignment");
+            a.route.delivered(outcome);
+            if acker.ack(&a.tp, a.epoch, offset) == AckResult::Fenced {
+                tracing::debug!(tp = %a.tp, offset, "Ignored a delivery report of an earlier assignment");
             }
         });
         self.deliveries.failed(&mut state.resends);
         for retry in state.resends.due(Instant::now(), acked) {
-            let partition = state.slots.get(&retry.slot()).map(|a| a.tp.partition);
-            self.output.resend(retry, partition);
+            let place = state
+                .slots
+                .get(&retry.slot())
+                .map(|a| (a.tp.partition, &a.route));
+            self.output.resend(retry, place);
         }
     }
 }

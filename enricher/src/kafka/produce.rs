@@ -1,17 +1,17 @@
-//! The one owner of the producer, the output topic and the dead-letter
-//! topic: the only place that builds a record to send (a dead letter
-//! included), and where delivery reports come back.
+//! The one owner of the producer and of each input topic's output and
+//! dead-letter topics (its [`Route`]): the only place that builds a record
+//! to send (a dead letter included), and where delivery reports come back.
 //!
 //! ```text
 //! lane / lookup task --send(opaque)--> producer --delivery report (producer thread)-->
-//!     ok:     count the outcome, opaque --acks--> partitions::settle --> acker
+//!     ok:     (opaque, outcome) --acks--> partitions::settle --> acker, the route's counts
 //!     failed: Retry --retries--> partitions::settle --after a backoff--> Output::resend
 //!     refused as too large (now or at delivery): the original record is dead-lettered
 //! ```
 //!
-//! A record's delivery opaque packs its partition's assignment slot and its
-//! offset ([`pack`]); the slot names the epoch, so reports from an earlier
-//! assignment are fenced.
+//! A record's delivery opaque packs its partition's assignment slot, its
+//! offset and whether it is a dead letter ([`pack`]); the slot names the
+//! epoch (so reports from an earlier assignment are fenced) and the route.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -24,28 +24,110 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 
 use super::clients::{self, CLIENT_ERRORS, error_label, log_client_error};
 use super::streak::{Backoff, Messages, Streak};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, KafkaConfig};
 use crate::metrics as m;
 use crate::record::RecordError;
 use crate::stats::Counter;
 
 /// The opaque of a produced record: assignment slot in the high 20 bits,
-/// offset in the low 44 (17 trillion records per partition).
-const OFFSET_BITS: u32 = 44;
+/// then one bit set on a dead letter, then the offset in the low 43 (8.8
+/// trillion records per partition).
+const OFFSET_BITS: u32 = 43;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+const DEAD_LETTER: u64 = 1 << OFFSET_BITS;
+const SLOT_SHIFT: u32 = OFFSET_BITS + 1;
 /// Slots wrap at this mask.
-pub(super) const SLOT_MASK: u32 = (1 << (64 - OFFSET_BITS)) - 1;
+pub(super) const SLOT_MASK: u32 = (1 << (64 - SLOT_SHIFT)) - 1;
 
 /// A delivery opaque for `offset` of the partition assigned in `slot`.
 pub(super) fn pack(slot: u32, offset: i64) -> usize {
-    ((u64::from(slot) << OFFSET_BITS) | (offset as u64 & OFFSET_MASK)) as usize
+    ((u64::from(slot) << SLOT_SHIFT) | (offset as u64 & OFFSET_MASK)) as usize
 }
 
 /// The slot and the offset of a delivery opaque.
 pub(super) fn unpack(opaque: usize) -> (u32, i64) {
     let v = opaque as u64;
-    ((v >> OFFSET_BITS) as u32, (v & OFFSET_MASK) as i64)
+    ((v >> SLOT_SHIFT) as u32, (v & OFFSET_MASK) as i64)
 }
+
+/// The opaque of the dead letter of the record whose opaque is `opaque`.
+fn dead_letter_opaque(opaque: usize) -> usize {
+    (opaque as u64 | DEAD_LETTER) as usize
+}
+
+/// Whether an opaque is a dead letter's.
+fn is_dead_letter(opaque: usize) -> bool {
+    opaque as u64 & DEAD_LETTER != 0
+}
+
+/// One input topic's output and dead-letter topics, resolved once when its
+/// first partition is assigned (no record formats a topic name), and the
+/// counts of its records, which the loop publishes with a `topic` label.
+#[derive(Debug)]
+pub(super) struct Route {
+    /// The input topic.
+    pub(super) input: Arc<str>,
+    /// Where its enriched records go.
+    pub(super) output: Arc<str>,
+    /// Where its dead letters go.
+    pub(super) dlq: Arc<str>,
+    /// Records taken.
+    pub(super) received: Counter,
+    /// Records delivered enriched.
+    pub(super) enriched: Counter,
+    /// Records delivered unchanged (passthrough, tombstones).
+    pub(super) passed: Counter,
+}
+
+impl Route {
+    /// The route of `input`, per the configuration.
+    pub(super) fn new(kafka: &KafkaConfig, input: &str) -> Self {
+        Self {
+            input: input.into(),
+            output: kafka.output_topic_for(input).into(),
+            dlq: kafka.dlq_topic_for(input).into(),
+            received: Counter::default(),
+            enriched: Counter::default(),
+            passed: Counter::default(),
+        }
+    }
+
+    /// Counts a delivered record.
+    pub(super) fn delivered(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Enriched => self.enriched.inc(),
+            Outcome::Passed => self.passed.inc(),
+            Outcome::Counted => {}
+        }
+    }
+
+    /// Copies the counts into the exporter (on the loop's tick).
+    pub(super) fn publish(&self) {
+        let topic = Arc::clone(&self.input);
+        metrics::counter!(m::RECORDS_RECEIVED, "topic" => Arc::clone(&topic))
+            .absolute(self.received.get());
+        metrics::counter!(m::RECORDS, "outcome" => "enriched", "topic" => Arc::clone(&topic))
+            .absolute(self.enriched.get());
+        metrics::counter!(m::RECORDS, "outcome" => "passed", "topic" => topic)
+            .absolute(self.passed.get());
+    }
+}
+
+/// How a delivered record counts: its route counts the first two when the
+/// report is settled; dead letters and dropped records are counted where
+/// they happen (they are rare, and carry a reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Enriched and delivered.
+    Enriched,
+    /// Delivered unchanged.
+    Passed,
+    /// Counted already.
+    Counted,
+}
+
+/// A delivery report that succeeded: the record's opaque and outcome.
+pub(super) type Ack = (usize, Outcome);
 
 type Producer_ = BaseProducer<DeliveryContext>;
 type Record<'a> = BaseRecord<'a, [u8], [u8], usize>;
@@ -56,6 +138,17 @@ const PAYLOAD_DROPPED: &str = "enricher.payload_dropped";
 
 /// The header that says why a record was dead-lettered.
 const REASON: &str = "enricher.reason";
+
+/// The header that names a dead letter's input topic.
+const SOURCE_TOPIC: &str = "enricher.source.topic";
+
+/// A header's value as text, if the record has it.
+fn header<'a>(headers: Option<&'a impl Headers>, key: &str) -> Option<&'a str> {
+    headers
+        .and_then(|h| h.iter().find(|h| h.key == key))
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
 
 /// A delivery that failed after librdkafka's own retries: sent again, or
 /// dead-lettered if the broker refused it as too large.
@@ -76,25 +169,6 @@ impl Retry {
     }
 }
 
-/// Records by the outcome they were delivered with. Counted in the
-/// delivery report, once per record acknowledged by the broker, so that a
-/// resent record counts once and an output refused as too large counts as
-/// the dead letter it became, not also as enriched. Dead letters count by
-/// reason straight into the exporter (they are rare).
-#[derive(Debug, Default)]
-pub(super) struct Outcomes {
-    enriched: Counter,
-    passed: Counter,
-}
-
-impl Outcomes {
-    /// Copies the counts into the exporter (on the loop's tick).
-    pub(super) fn publish(&self) {
-        metrics::counter!(m::RECORDS, "outcome" => "enriched").absolute(self.enriched.get());
-        metrics::counter!(m::RECORDS, "outcome" => "passed").absolute(self.passed.get());
-    }
-}
-
 const DELIVERY_FAILURES: Messages = Messages {
     started: "Deliveries failing; sending them again with backoff",
     ongoing: "Deliveries still failing",
@@ -103,7 +177,7 @@ const DELIVERY_FAILURES: Messages = Messages {
 
 /// The producer's context: delivery reports become acks or retries.
 pub(super) struct DeliveryContext {
-    acks: mpsc::Sender<usize>,
+    acks: mpsc::Sender<Ack>,
     retries: mpsc::Sender<Retry>,
     /// Failed deliveries, said once per streak.
     failures: Mutex<Streak>,
@@ -111,27 +185,26 @@ pub(super) struct DeliveryContext {
     failing: AtomicBool,
     /// librdkafka's global errors, said once per streak.
     client_errors: Mutex<Streak>,
-    outcomes: Arc<Outcomes>,
-    dlq_topic: String,
     passthrough: bool,
 }
 
 impl DeliveryContext {
-    fn count(&self, msg: &BorrowedMessage<'_>) {
-        if msg.topic() == self.dlq_topic {
-            let reason = msg
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == REASON))
-                .and_then(|h| h.value)
-                .and_then(|v| std::str::from_utf8(v).ok())
+    /// How a delivered record counts; a dead letter is counted here, by
+    /// reason and input topic.
+    fn outcome(&self, msg: &BorrowedMessage<'_>, opaque: usize) -> Outcome {
+        if is_dead_letter(opaque) {
+            let headers = msg.headers();
+            let reason = header(headers, REASON).unwrap_or("unknown").to_string();
+            let topic = header(headers, SOURCE_TOPIC)
                 .unwrap_or("unknown")
                 .to_string();
-            metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => reason)
+            metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => reason, "topic" => topic)
                 .increment(1);
+            Outcome::Counted
         } else if self.passthrough || msg.payload().is_none() {
-            self.outcomes.passed.inc();
+            Outcome::Passed
         } else {
-            self.outcomes.enriched.inc();
+            Outcome::Enriched
         }
     }
 }
@@ -148,8 +221,7 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         match result {
             Ok(msg) => {
-                self.count(msg);
-                let _ = self.acks.send(opaque);
+                let _ = self.acks.send((opaque, self.outcome(msg, opaque)));
                 if self.failing.load(Ordering::Relaxed) {
                     let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
                     failures.succeeded(Instant::now());
@@ -183,19 +255,19 @@ impl ProducerContext for DeliveryContext {
 
 /// The receiving end of the delivery reports, read by the consumer thread.
 pub(super) struct Deliveries {
-    acks: Mutex<mpsc::Receiver<usize>>,
+    acks: Mutex<mpsc::Receiver<Ack>>,
     retries: Mutex<mpsc::Receiver<Retry>>,
 }
 
 impl Deliveries {
-    /// Calls `f` with the opaque of every record acknowledged since the
-    /// last call; returns whether there was any.
-    pub(super) fn acked(&self, mut f: impl FnMut(usize)) -> bool {
+    /// Calls `f` with the opaque and outcome of every record acknowledged
+    /// since the last call; returns whether there was any.
+    pub(super) fn acked(&self, mut f: impl FnMut(usize, Outcome)) -> bool {
         let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
         let mut any = false;
-        while let Ok(opaque) = acks.try_recv() {
+        while let Ok((opaque, outcome)) = acks.try_recv() {
             any = true;
-            f(opaque);
+            f(opaque, outcome);
         }
         any
     }
@@ -261,9 +333,10 @@ fn jitter() -> f64 {
     f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_000) / 1_000_000.0
 }
 
-/// Where a record came from: its partition and offset in the input, its
-/// key and headers (which go out with it).
+/// Where a record came from: its topic's route, its partition and offset
+/// in the input, its key and headers (which go out with it).
 pub(super) struct Source<'a> {
+    pub(super) route: &'a Arc<Route>,
     pub(super) partition: i32,
     pub(super) offset: i64,
     pub(super) key: Option<&'a [u8]>,
@@ -317,38 +390,33 @@ impl Drop for Polled {
     }
 }
 
-/// The producer and the topics it writes to.
+/// The producer; each record names its topics ([`Route`]).
 pub(super) struct Output {
     producer: Polled,
-    input_topic: Arc<str>,
-    output_topic: String,
-    dlq_topic: String,
     /// Output records go to their input partition (`worker.preserve_order`).
     same_partition: bool,
     /// The producer's `message.max.bytes`, for error messages.
     message_max_bytes: usize,
     /// Acknowledges a record that cannot be produced at all (see
     /// [`Output::give_up`]).
-    self_acks: mpsc::Sender<usize>,
+    self_acks: mpsc::Sender<Ack>,
     produced: AtomicU64,
     dead_lettered: AtomicU64,
     retried: AtomicU64,
 }
 
-/// What [`Output::start`] gives: the output, the delivery reports' receiving
-/// end, and the outcome counters the reports feed.
+/// What [`Output::start`] gives: the output and the delivery reports'
+/// receiving end.
 pub(super) struct Started {
     pub(super) output: Output,
     pub(super) deliveries: Deliveries,
-    pub(super) outcomes: Arc<Outcomes>,
 }
 
 impl Output {
-    /// Creates the producer for `input_topic`'s worker.
-    pub(super) fn start(config: &Config, input_topic: Arc<str>) -> Result<Started, ConfigError> {
+    /// Creates the producer.
+    pub(super) fn start(config: &Config) -> Result<Started, ConfigError> {
         let (ack_tx, ack_rx) = mpsc::channel();
         let (retry_tx, retry_rx) = mpsc::channel();
-        let outcomes = Arc::new(Outcomes::default());
         let self_acks = ack_tx.clone();
         let producer = clients::producer(
             config,
@@ -358,8 +426,6 @@ impl Output {
                 failures: Mutex::new(Streak::new(DELIVERY_FAILURES)),
                 failing: AtomicBool::new(false),
                 client_errors: Mutex::new(Streak::new(CLIENT_ERRORS)),
-                outcomes: Arc::clone(&outcomes),
-                dlq_topic: config.kafka.dlq_topic(),
                 passthrough: config.worker.passthrough,
             },
         )?;
@@ -369,9 +435,6 @@ impl Output {
         Ok(Started {
             output: Self {
                 producer,
-                input_topic,
-                output_topic: config.kafka.output_topic(),
-                dlq_topic: config.kafka.dlq_topic(),
                 same_partition: config.worker.preserve_order,
                 message_max_bytes: clients::message_max_bytes(config),
                 self_acks,
@@ -383,13 +446,7 @@ impl Output {
                 acks: Mutex::new(ack_rx),
                 retries: Mutex::new(retry_rx),
             },
-            outcomes,
         })
-    }
-
-    /// The output topic.
-    pub(super) fn topic(&self) -> &str {
-        &self.output_topic
     }
 
     /// Records produced, dead-lettered and sent again so far.
@@ -420,7 +477,7 @@ impl Output {
         payload: Option<&'a [u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Record<'a> {
-        let mut record = BaseRecord::with_opaque_to(self.output_topic.as_str(), opaque);
+        let mut record = BaseRecord::with_opaque_to(&source.route.output, opaque);
         if let Some(p) = payload {
             record = record.payload(p);
         }
@@ -532,7 +589,7 @@ impl Output {
         for (key, value) in [
             (REASON, error.label()),
             ("enricher.error", message.as_str()),
-            ("enricher.source.topic", &*self.input_topic),
+            (SOURCE_TOPIC, &*source.route.input),
             ("enricher.source.partition", partition.as_str()),
             ("enricher.source.offset", offset.as_str()),
         ] {
@@ -546,8 +603,8 @@ impl Output {
                 headers = headers.insert(h);
             }
         }
-        let mut record =
-            BaseRecord::with_opaque_to(self.dlq_topic.as_str(), opaque).headers(headers);
+        let mut record = BaseRecord::with_opaque_to(&source.route.dlq, dead_letter_opaque(opaque))
+            .headers(headers);
         if let Some(p) = original {
             record = record.payload(p);
         }
@@ -557,12 +614,12 @@ impl Output {
         record
     }
 
-    /// Sends a failed delivery again. `partition` is the input partition of
-    /// its assignment (`None`: an earlier assignment's). A record the
+    /// Sends a failed delivery again. `place` is the input partition and
+    /// route of its assignment (`None`: an earlier assignment's). A record the
     /// broker refused as too large is never sent again: an output record is
     /// dead-lettered in its place, without its payload (the enriched bytes
     /// are not the original record); a dead letter goes without its payload.
-    pub(super) fn resend(&self, retry: Retry, partition: Option<i32>) {
+    pub(super) fn resend(&self, retry: Retry, place: Option<(i32, &Arc<Route>)>) {
         let mut record = BaseRecord::with_opaque_to(retry.topic.as_str(), retry.opaque);
         if let Some(p) = retry.partition {
             record = record.partition(p);
@@ -583,14 +640,14 @@ impl Output {
                 Err(r) => record = r,
             }
         }
-        if record.topic == self.dlq_topic {
+        if is_dead_letter(retry.opaque) {
             if let Err(record) = send_blocking(&self.producer, without_payload(record)) {
                 self.give_up(&record);
             }
             return;
         }
         let (_, offset) = unpack(retry.opaque);
-        let Some(partition) = partition else {
+        let Some((partition, route)) = place else {
             tracing::debug!(
                 offset,
                 "A refused record of an earlier assignment; not dead-lettered"
@@ -606,6 +663,7 @@ impl Output {
                 Some(n.saturating_sub(1))
             });
         let source = Source {
+            route,
             partition,
             offset,
             key: retry.key.as_deref(),
@@ -627,14 +685,19 @@ impl Output {
     /// still moves on.
     fn give_up(&self, record: &Record<'_>) {
         metrics::counter!(m::PRODUCE_ERRORS, "error" => "too_large").increment(1);
-        metrics::counter!(m::RECORDS, "outcome" => "dropped").increment(1);
+        let topic = header(record.headers.as_ref(), SOURCE_TOPIC)
+            .unwrap_or("unknown")
+            .to_string();
+        metrics::counter!(m::RECORDS, "outcome" => "dropped", "topic" => topic).increment(1);
         let (_, offset) = unpack(record.delivery_opaque);
         tracing::error!(
             topic = record.topic,
             offset,
             "Dead letter too large even without its payload; dropped"
         );
-        let _ = self.self_acks.send(record.delivery_opaque);
+        let _ = self
+            .self_acks
+            .send((record.delivery_opaque, Outcome::Counted));
     }
 }
 
@@ -707,10 +770,13 @@ mod tests {
         for (slot, offset) in [
             (0, 0),
             (1, 1),
-            (SLOT_MASK, (1 << 44) - 1),
+            (SLOT_MASK, (1 << 43) - 1),
             (7, 123_456_789_012),
         ] {
             assert_eq!(unpack(pack(slot, offset)), (slot, offset));
+            let dead = dead_letter_opaque(pack(slot, offset));
+            assert!(is_dead_letter(dead) && !is_dead_letter(pack(slot, offset)));
+            assert_eq!(unpack(dead), (slot, offset));
         }
     }
 }

@@ -6,6 +6,7 @@
 //! a revoke can drain its partitions by applying delivery reports itself
 //! while it waits.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,17 +63,20 @@ impl ClientContext for WorkerContext {
         }
         let Some(shared) = self.shared() else { return };
         shared.health.broker_up.store(up, Ordering::Relaxed);
-        let Some(topic) = stats.topics.get(&*shared.topic) else {
-            return;
-        };
-        let mut state = shared.state();
-        for (partition, p) in &topic.partitions {
-            if *partition < 0 || p.hi_offset < 0 {
+        let mut guard = shared.state();
+        let state = &mut *guard;
+        for (name, t) in &state.topics {
+            let Some(topic) = stats.topics.get(&**name) else {
                 continue;
+            };
+            for (partition, p) in &topic.partitions {
+                if *partition < 0 || p.hi_offset < 0 {
+                    continue;
+                }
+                let newest = t.newest_ts.get(partition).copied();
+                let tp = TopicPartition::new(Arc::clone(name), *partition);
+                state.acker.set_high_watermark(&tp, p.hi_offset, newest);
             }
-            let newest = state.newest_ts.get(partition).copied();
-            let tp = TopicPartition::new(Arc::clone(&shared.topic), *partition);
-            state.acker.set_high_watermark(&tp, p.hi_offset, newest);
         }
     }
 }
@@ -86,12 +90,10 @@ impl ConsumerContext for WorkerContext {
             }
             return;
         };
-        let revoked: Vec<i32> = tpl
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == &*shared.topic)
-            .map(|e| e.partition())
-            .collect();
+        let elements = tpl.elements();
+        let revoked = shared
+            .state()
+            .held(elements.iter().map(|e| (e.topic(), e.partition())));
         revoke(consumer, &shared, &revoked);
     }
 
@@ -99,25 +101,30 @@ impl ConsumerContext for WorkerContext {
         let Some(shared) = self.shared() else { return };
         if let Rebalance::Assign(tpl) = rebalance {
             let mut state = shared.state();
-            let mut assigned = Vec::new();
+            let mut assigned: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
             let mut resume = TopicPartitionList::new();
-            for e in tpl.elements() {
-                if e.topic() != &*shared.topic {
-                    continue;
+            let mut skip = TopicPartitionList::new();
+            let elements = tpl.elements();
+            for e in &elements {
+                if state.assign(e.topic(), e.partition()) {
+                    let _ = resume.add_partition(e.topic(), e.partition());
+                    assigned.entry(e.topic()).or_default().push(e.partition());
+                } else {
+                    let _ = skip.add_partition(e.topic(), e.partition());
                 }
-                state.assign(TopicPartition::new(
-                    Arc::clone(&shared.topic),
-                    e.partition(),
-                ));
-                let _ = resume.add_partition(&shared.topic, e.partition());
-                assigned.push(e.partition());
             }
-            // A partition paused under an earlier assignment starts fetching.
+            // A partition paused under an earlier assignment starts fetching;
+            // one of a topic the worker does not consume never does.
             if resume.count() > 0 {
                 let _ = consumer.resume(&resume);
             }
+            if skip.count() > 0 {
+                let _ = consumer.pause(&skip);
+            }
             shared.health.assigned.store(true, Ordering::Relaxed);
-            tracing::info!(partitions = ?assigned, "Partitions assigned");
+            for (topic, partitions) in &assigned {
+                tracing::info!(topic, partitions = ?partitions, "Partitions assigned");
+            }
         }
     }
 }
@@ -127,7 +134,11 @@ impl ConsumerContext for WorkerContext {
 /// what is done is committed, and the partitions are released. Lost
 /// partitions (the group moved on without us) are only forgotten: their
 /// new owner processes their in-flight records again.
-fn revoke<C: ConsumerContext>(consumer: &BaseConsumer<C>, shared: &Shared, revoked: &[i32]) {
+fn revoke<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    shared: &Shared,
+    revoked: &[TopicPartition],
+) {
     let lost = consumer.assignment_lost();
     for (lane, _) in shared.hand_off_pending() {
         tracing::error!(
@@ -135,28 +146,27 @@ fn revoke<C: ConsumerContext>(consumer: &BaseConsumer<C>, shared: &Shared, revok
             "An enrichment thread is gone; its records will be processed again by the partitions' next owner"
         );
     }
-    let tp = |p: &i32| TopicPartition::new(Arc::clone(&shared.topic), *p);
     let mut state = shared.state();
     if lost {
-        for p in revoked {
-            state.acker.lost(&tp(p));
-            state.forget(*p);
+        for tp in revoked {
+            state.acker.lost(tp);
+            state.forget(tp);
         }
-        tracing::warn!(partitions = ?revoked, "Partitions lost; their in-flight records will be processed again by their new owner");
+        tracing::warn!(partitions = ?names(revoked), "Partitions lost; their in-flight records will be processed again by their new owner");
         return;
     }
-    for p in revoked {
-        state.acker.revoke(&tp(p));
+    for tp in revoked {
+        state.acker.revoke(tp);
     }
     // Drain: delivery reports keep arriving from the producer thread and
     // from lookup tasks; apply them here, up to the deadline.
     let deadline = Instant::now() + shared.drain_timeout;
     loop {
         shared.settle(&mut state);
-        let drained = revoked.iter().all(|p| state.acker.is_drained(&tp(p)));
+        let drained = revoked.iter().all(|tp| state.acker.is_drained(tp));
         if drained || Instant::now() >= deadline {
             if !drained {
-                tracing::warn!(partitions = ?revoked, "Drain deadline passed; committing what is done");
+                tracing::warn!(partitions = ?names(revoked), "Drain deadline passed; committing what is done");
             }
             break;
         }
@@ -166,12 +176,17 @@ fn revoke<C: ConsumerContext>(consumer: &BaseConsumer<C>, shared: &Shared, revok
     }
     let due: Vec<_> = revoked
         .iter()
-        .filter_map(|p| state.acker.commit_now(&tp(p)))
+        .filter_map(|tp| state.acker.commit_now(tp))
         .collect();
-    commit(consumer, &shared.topic, &mut state, &due, When::Last);
-    for p in revoked {
-        state.acker.release(&tp(p));
-        state.forget(*p);
+    commit(consumer, &mut state, &due, When::Last);
+    for tp in revoked {
+        state.acker.release(tp);
+        state.forget(tp);
     }
-    tracing::info!(partitions = ?revoked, "Partitions revoked, drained and committed");
+    tracing::info!(partitions = ?names(revoked), "Partitions revoked, drained and committed");
+}
+
+/// `topic:partition` for each, for logs.
+fn names(tps: &[TopicPartition]) -> Vec<String> {
+    tps.iter().map(ToString::to_string).collect()
 }

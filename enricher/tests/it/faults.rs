@@ -486,15 +486,39 @@ impl Proc {
         config: &Path,
         args: &[&str],
     ) -> Proc {
+        let group = format!("g-{topic}");
+        let mut all = vec!["--input-topic", topic];
+        all.extend_from_slice(args);
+        Proc::launch(name, kafka, &group, config, &all)
+    }
+
+    /// A worker of several topics (`--input-topics`, a list or a pattern)
+    /// in consumer group `group`, without DNS.
+    pub(super) fn spawn_topics(
+        name: &str,
+        kafka: &impl Kafka,
+        group: &str,
+        topics: &str,
+        config: &Path,
+    ) -> Proc {
+        Proc::launch(
+            name,
+            kafka,
+            group,
+            config,
+            &["--input-topics", topics, "--no-dns"],
+        )
+    }
+
+    fn launch(name: &str, kafka: &impl Kafka, group: &str, config: &Path, args: &[&str]) -> Proc {
         let metrics = free_addr();
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults");
         std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join(format!("{topic}-{name}.log"));
+        let log = dir.join(format!("{}-{name}.log", group.trim_start_matches("g-")));
         let child = Command::new(env!("CARGO_BIN_EXE_enricher"))
             .arg("run")
             .args(["--brokers", kafka.bootstrap()])
-            .args(["--group", &format!("g-{topic}")])
-            .args(["--input-topic", topic])
+            .args(["--group", group])
             .args(args)
             .args(["--metrics-addr", &metrics.to_string()])
             .arg("--config")
@@ -742,7 +766,11 @@ fn a_worker_process_serves_its_probes_and_metrics_whose_outcomes_add_up() {
         metric(
             &body,
             "enricher_records_total",
-            &[r#"outcome="dead_lettered""#, r#"reason="truncated""#]
+            &[
+                r#"outcome="dead_lettered""#,
+                r#"reason="truncated""#,
+                r#"topic="faults_probes""#
+            ]
         ),
         Some(20.0)
     );

@@ -21,6 +21,7 @@ mod security;
 mod status;
 mod tansu;
 mod telemetry;
+mod topics;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
