@@ -36,8 +36,10 @@ mod domains;
 mod front;
 use domains::{Domains, Named};
 mod matches;
+mod watch;
 use front::Front;
 pub use matches::Lists;
+pub use watch::{ListsWatcher, Reloaded};
 
 /// Which fields hold addresses, per log type: `[fields]`, taken as it is.
 pub use crate::config::FieldsConfig as FieldMap;
@@ -383,11 +385,16 @@ impl Enricher {
         self.lists.store(lists.map(Arc::new));
     }
 
+    /// The indicator set and tables in use, if any.
+    pub fn lists_in_use(&self) -> Option<Arc<Lists>> {
+        self.lists.load_full()
+    }
+
     /// [`Lists::new`] with this enricher's field names and separator.
     pub fn lists(
         &self,
         set: Arc<crate::intel::IntelSet>,
-        tables: Vec<crate::intel::Table>,
+        tables: Vec<Arc<crate::intel::Table>>,
         member: &str,
     ) -> Lists {
         Lists::new(

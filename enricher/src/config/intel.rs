@@ -18,6 +18,11 @@ pub struct IntelConfig {
     /// The member that lists a record's matches, written only when
     /// something matched.
     pub field: String,
+    /// How often the indicator files and the `[[tables]]` files are checked
+    /// for a replacement, in milliseconds (0: never). A replacement is read
+    /// and checked before it is swapped in; a bad one is rejected and the
+    /// old set keeps serving.
+    pub reload_interval_ms: u64,
 }
 
 impl Default for IntelConfig {
@@ -25,6 +30,7 @@ impl Default for IntelConfig {
         Self {
             files: Vec::new(),
             field: "_intel".into(),
+            reload_interval_ms: 30_000,
         }
     }
 }

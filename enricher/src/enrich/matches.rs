@@ -21,7 +21,7 @@ use crate::splice::{Splice, write_str};
 #[derive(Debug)]
 pub struct Lists {
     set: Arc<IntelSet>,
-    tables: Vec<Table>,
+    tables: Vec<Arc<Table>>,
     /// `"<intel.field>"` as JSON.
     member: Vec<u8>,
     /// Per table, per field, per column: `"<field><sep><column>"` as JSON.
@@ -34,7 +34,7 @@ impl Lists {
     /// Lists for the given fields (by index, as the enricher numbers them).
     pub fn new(
         set: Arc<IntelSet>,
-        tables: Vec<Table>,
+        tables: Vec<Arc<Table>>,
         member: &str,
         fields: &[impl AsRef<str>],
         separator: &str,
@@ -75,6 +75,11 @@ impl Lists {
     /// The indicator set.
     pub fn set(&self) -> &Arc<IntelSet> {
         &self.set
+    }
+
+    /// The tables, in `[[tables]]` order.
+    pub fn tables(&self) -> &[Arc<Table>] {
+        &self.tables
     }
 
     /// Sets the indicator-count and age gauges.

@@ -128,3 +128,201 @@ async fn ptr_names_match_domain_indicators_by_parent() {
         "{v}"
     );
 }
+
+/// A conn record with its own uid, to count records by id.
+fn numbered(n: usize) -> String {
+    format!(
+        r#"{{"_path":"conn","uid":"C{n}","id.orig_h":"10.1.2.3","id.resp_h":"81.2.69.142","id.resp_p":443}}"#
+    )
+}
+
+fn feed(source: &str) -> String {
+    format!("indicator,type,source,desc\n81.2.69.142,addr,{source},c2\n")
+}
+
+/// A feed whose first line is good: a loader that kept a partial file
+/// would serve `corrupt`.
+const CORRUPT_FEED: &str =
+    "indicator,type,source,desc\n81.2.69.142,addr,corrupt,c2\n10.0.0.300,addr,corrupt,x\n";
+
+#[tokio::test]
+async fn a_replaced_feed_or_table_is_swapped_in_and_a_corrupt_one_rejected() {
+    use enricher::config::TableConfig;
+    use enricher::enrich::Reloaded;
+    let dir = tempfile::tempdir().unwrap();
+    let feed_path = dir.path().join("feed.csv");
+    let table_path = dir.path().join("sites.csv");
+    mmdb::write_atomically(&feed_path, feed("old").as_bytes()).unwrap();
+    mmdb::write_atomically(&table_path, b"cidr,site\n10.0.0.0/8,hq\n").unwrap();
+    let mut c = Config::default();
+    c.dns.enabled = false;
+    c.intel.files = vec![feed_path.clone()];
+    c.intel.reload_interval_ms = 0;
+    c.tables = vec![TableConfig {
+        path: table_path.clone(),
+        ..TableConfig::default()
+    }];
+    let recorder = enricher::http::recorder(std::time::Duration::from_secs(60)).unwrap();
+    let handle = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let core = build(&c);
+    assert!(core.lists_watcher.is_none(), "reload_interval_ms = 0");
+    let watcher = core.lists.clone().unwrap();
+    let record = numbered(1);
+    let seen = |v: &Value| {
+        (
+            v["_intel"][0]["source"]
+                .as_str()
+                .unwrap_or("none")
+                .to_string(),
+            v["id.orig_h_site"].as_str().unwrap_or("none").to_string(),
+        )
+    };
+    let v = enrich(&core.enricher, &record).await;
+    assert_eq!(seen(&v), ("old".into(), "hq".into()), "{v}");
+    assert_eq!(watcher.reload_changed(), Reloaded::default(), "unchanged");
+
+    mmdb::write_atomically(&feed_path, CORRUPT_FEED.as_bytes()).unwrap();
+    mmdb::write_atomically(&table_path, b"cidr,site\nnot a key,x\n").unwrap();
+    let done = watcher.reload_changed();
+    assert_eq!(
+        done,
+        Reloaded {
+            swapped: 0,
+            rejected: 2
+        }
+    );
+    let v = enrich(&core.enricher, &record).await;
+    assert_eq!(seen(&v), ("old".into(), "hq".into()), "the old lists serve");
+    assert_eq!(
+        watcher.reload_changed(),
+        Reloaded::default(),
+        "a bad file is reported once"
+    );
+
+    // One part good, the other still bad: the good one is swapped alone.
+    mmdb::write_atomically(&feed_path, feed("new").as_bytes()).unwrap();
+    assert_eq!(
+        watcher.reload_changed(),
+        Reloaded {
+            swapped: 1,
+            rejected: 0
+        }
+    );
+    let v = enrich(&core.enricher, &record).await;
+    assert_eq!(seen(&v), ("new".into(), "hq".into()), "{v}");
+    // A file that is gone is no replacement.
+    std::fs::remove_file(&table_path).unwrap();
+    assert_eq!(watcher.reload_changed(), Reloaded::default());
+    mmdb::write_atomically(&table_path, b"cidr,site\n10.0.0.0/8,hq\n10.1.0.0/16,lab\n").unwrap();
+    assert_eq!(watcher.reload_changed().swapped, 1);
+    let v = enrich(&core.enricher, &record).await;
+    assert_eq!(seen(&v), ("new".into(), "lab".into()), "{v}");
+
+    let shown = handle.render();
+    for series in [
+        "enricher_intel_reloads_total{key=\"intel.files\",result=\"rejected\"} 1",
+        "enricher_intel_reloads_total{key=\"intel.files\",result=\"ok\"} 1",
+        "enricher_intel_reloads_total{key=\"tables[0]\",result=\"rejected\"} 1",
+        "enricher_intel_reloads_total{key=\"tables[0]\",result=\"ok\"} 1",
+        "enricher_intel_age_seconds ",
+    ] {
+        assert!(shown.contains(series), "{series} missing from:\n{shown}");
+    }
+}
+
+#[test]
+fn pipe_swaps_a_replaced_feed_under_load_never_a_corrupt_one_and_loses_nothing() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let feed_path = dir.path().join("feed.csv");
+    mmdb::write_atomically(&feed_path, feed("old").as_bytes()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enricher"))
+        .args(["pipe", "--no-dns", "--concurrency", "1", "--intel"])
+        .arg(&feed_path)
+        .env("ENRICHER_INTEL__RELOAD_INTERVAL_MS", "10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    let saw_new = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let saw_new = Arc::clone(&saw_new);
+        let feed_path = feed_path.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            let mut batch = |stdin: &mut std::process::ChildStdin, pause_ms: u64| {
+                let mut text = String::new();
+                for _ in 0..100 {
+                    text.push_str(&numbered(n));
+                    text.push('\n');
+                    n += 1;
+                }
+                stdin.write_all(text.as_bytes()).unwrap();
+                stdin.flush().unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+                n
+            };
+            for _ in 0..20 {
+                batch(&mut stdin, 1);
+            }
+            // Over many watcher ticks, records flow while the file is corrupt.
+            mmdb::write_atomically(&feed_path, CORRUPT_FEED.as_bytes()).unwrap();
+            for _ in 0..20 {
+                batch(&mut stdin, 10);
+            }
+            mmdb::write_atomically(&feed_path, feed("new").as_bytes()).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !saw_new.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+                batch(&mut stdin, 2);
+            }
+            let mut total = 0;
+            for _ in 0..10 {
+                total = batch(&mut stdin, 0);
+            }
+            total
+        })
+    };
+    let mut sources = Vec::new();
+    for (i, line) in BufReader::new(stdout).lines().enumerate() {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        assert_eq!(v["uid"], format!("C{i}"), "every record, in order");
+        let hits = v["_intel"].as_array().unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(hits.len(), 1, "{v}");
+        let source = hits[0]["source"].as_str().unwrap().to_string();
+        if source == "new" {
+            saw_new.store(true, Ordering::Release);
+        }
+        sources.push(source);
+    }
+    let total = writer.join().unwrap();
+    let status = child.wait().unwrap();
+    let errors = errors.join().unwrap();
+    assert!(status.success(), "{errors}");
+    assert_eq!(sources.len(), total, "nothing lost: {errors}");
+    let switched = sources.iter().position(|s| s == "new").expect("swapped");
+    assert!(switched > 0, "the old set until the replacement");
+    assert!(
+        sources[..switched].iter().all(|s| s == "old"),
+        "only the old set before the valid replacement (never `corrupt`)"
+    );
+    assert!(
+        sources[switched..].iter().all(|s| s == "new"),
+        "one swap, never back"
+    );
+    assert!(
+        errors.contains("rejected") && errors.contains("line 3"),
+        "the corrupt file is logged with its line: {errors}"
+    );
+}
