@@ -79,6 +79,9 @@ pub struct EnrichOptions {
     pub domains: DomainsConfig,
     /// Which fields hold URLs.
     pub urls: UrlsConfig,
+    /// Which fields hold file hashes, matched against hash indicators
+    /// (none unless indicator files are set).
+    pub hash_fields: Vec<String>,
 }
 
 impl Default for EnrichOptions {
@@ -111,6 +114,11 @@ impl EnrichOptions {
             },
             domains: config.domains.clone(),
             urls: config.urls.clone(),
+            hash_fields: if config.intel.files.is_empty() {
+                Vec::new()
+            } else {
+                config.intel.hash_fields.clone()
+            },
         }
     }
 }
@@ -203,6 +211,10 @@ pub struct Scratch {
     matched: bool,
     /// The `_intel` list and table values being written.
     intel: Vec<u8>,
+    /// The values of the hash fields, one after the other, and (field,
+    /// start, end) of each.
+    hash_text: String,
+    hash_spans: Vec<(u16, usize, usize)>,
 }
 
 impl Scratch {
@@ -233,6 +245,8 @@ pub struct Enricher {
     /// Wanted fields below this index hold addresses.
     ip_fields: usize,
     domains: Domains,
+    /// Whether the wanted field of each index holds hashes.
+    hash_fields: Vec<bool>,
     splicer: Splicer,
     geo: Arc<GeoIp>,
     dns: Option<Arc<Dns>>,
@@ -317,7 +331,13 @@ impl Enricher {
         let mut paths = field_paths(&opts.fields)?;
         let ip_fields = paths.len();
         paths.extend(domains::paths(&opts.domains, &opts.urls));
+        paths.extend(opts.hash_fields.iter().cloned());
         let wanted = Wanted::new(&opts.fields.type_key, &paths);
+        let hash_fields = wanted
+            .paths()
+            .iter()
+            .map(|p| opts.hash_fields.contains(p))
+            .collect();
         let domains = Domains::new(&opts.domains, &opts.urls, opts.provenance, wanted.paths())?;
         let mask_of = |fields: &[String]| {
             fields
@@ -365,6 +385,7 @@ impl Enricher {
             array_mask,
             ip_fields,
             domains,
+            hash_fields,
             splicer,
             geo,
             dns,
@@ -646,6 +667,11 @@ impl Enricher {
         }
         s.matched = false;
         if let Some(lists) = &*self.lists.load() {
+            s.hash_text.clear();
+            s.hash_spans.clear();
+            if lists.set().has(crate::intel::Kind::Hash) {
+                self.hashes(input, s);
+            }
             let unique = &s.unique;
             let array_mask = self.array_mask;
             let hits = s.hits.iter().map(|&(field, i)| {
@@ -656,7 +682,20 @@ impl Enricher {
                 };
                 (field as usize, u.ip, ptr, array_mask & (1 << field) != 0)
             });
-            s.matched = lists.write(hits, self.wanted.paths(), &mut splice, &mut s.intel);
+            let names = s.names.iter().map(|(f, n)| (usize::from(*f), &n.key));
+            let text = &s.hash_text;
+            let hashes = s
+                .hash_spans
+                .iter()
+                .map(|&(f, a, b)| (usize::from(f), text.get(a..b).unwrap_or_default()));
+            s.matched = lists.write(
+                hits,
+                names,
+                hashes,
+                self.wanted.paths(),
+                &mut splice,
+                &mut s.intel,
+            );
         }
         splice.finish();
         self.stats.enriched.inc();
@@ -664,6 +703,32 @@ impl Enricher {
         // twice for a record that misses L1.
         if s.not_an_address > 0 {
             self.stats.not_an_address.add(s.not_an_address);
+        }
+    }
+
+    /// Copies the values of the hash fields into the scratch.
+    fn hashes(&self, input: &[u8], s: &mut Scratch) {
+        let Scratch {
+            scan,
+            text,
+            hash_text,
+            hash_spans,
+            ..
+        } = s;
+        for f in &scan.found {
+            if !self
+                .hash_fields
+                .get(usize::from(f.field))
+                .copied()
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            if let Some(value) = domains::string(input, f, text) {
+                let start = hash_text.len();
+                hash_text.push_str(value);
+                hash_spans.push((f.field, start, hash_text.len()));
+            }
         }
     }
 

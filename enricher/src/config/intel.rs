@@ -23,6 +23,11 @@ pub struct IntelConfig {
     /// and checked before it is swapped in; a bad one is rejected and the
     /// old set keeps serving.
     pub reload_interval_ms: u64,
+    /// Fields holding file hashes (MD5, SHA-1, SHA-256 hex), matched
+    /// exactly against hash indicators, case aside; read only when
+    /// indicator files are set. Zeek files `md5`, `sha1`, `sha256`, x509
+    /// `fingerprint`.
+    pub hash_fields: Vec<String>,
 }
 
 impl Default for IntelConfig {
@@ -31,6 +36,9 @@ impl Default for IntelConfig {
             files: Vec::new(),
             field: "_intel".into(),
             reload_interval_ms: 30_000,
+            hash_fields: ["md5", "sha1", "sha256", "fingerprint"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -39,6 +47,12 @@ impl IntelConfig {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
         if self.field.is_empty() {
             return Err(ConfigError::new("intel.field", "must not be empty"));
+        }
+        if self.hash_fields.iter().any(String::is_empty) {
+            return Err(ConfigError::new(
+                "intel.hash_fields",
+                "field names must not be empty",
+            ));
         }
         Ok(())
     }

@@ -326,3 +326,201 @@ fn pipe_swaps_a_replaced_feed_under_load_never_a_corrupt_one_and_loses_nothing()
         "the corrupt file is logged with its line: {errors}"
     );
 }
+
+const KINDS_FEED: &str = "indicator,type,source,desc\n\
+evil.example,domain,dom,bad zone\n\
+bücher.example,domain,dom,idn\n\
+shop.test/pay?x=1,url,urls,skimmer\n\
+https://Phish.Example/login,url,urls,phish\n\
+D41D8CD98F00B204E9800998ECF8427E,hash,hashes,empty file\n\
+e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855,hash,hashes,empty sha256\n";
+
+fn dns(query: &str) -> String {
+    format!(
+        r#"{{"_path":"dns","uid":"D","id.orig_h":"10.0.0.1","id.resp_h":"10.0.0.53","query":"{query}"}}"#
+    )
+}
+
+fn matches(v: &Value) -> Vec<(String, String, String)> {
+    v["_intel"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| {
+                    let s = |k: &str| h[k].as_str().unwrap().to_string();
+                    (s("indicator"), s("type"), s("field"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn kinds_core(dir: &Path) -> Core {
+    use enricher::config::TableConfig;
+    let feed = dir.join("kinds.csv");
+    std::fs::write(&feed, KINDS_FEED).unwrap();
+    let table = dir.join("owners.csv");
+    std::fs::write(&table, "domain,team\nexample.org,web\nshop.test,payments\n").unwrap();
+    let mut c = Config::default();
+    c.dns.enabled = false;
+    c.intel.files = vec![feed];
+    c.tables = vec![TableConfig {
+        path: table,
+        ..TableConfig::default()
+    }];
+    build(&c)
+}
+
+#[tokio::test]
+async fn name_fields_match_domains_exactly_and_by_parent_and_domain_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = kinds_core(dir.path());
+    let e = &core.enricher;
+    let hit = |i: &str| vec![(i.to_string(), "domain".to_string(), "query".to_string())];
+    for (query, want) in [
+        ("evil.example", hit("evil.example")),
+        ("A.B.Evil.Example.", hit("evil.example")),
+        ("xn--bcher-kva.example", hit("bücher.example")),
+        ("www.bücher.example", hit("bücher.example")),
+        ("notevil.example", vec![]),
+        ("example", vec![]),
+        ("evil.example.com", vec![]),
+        ("", vec![]),
+    ] {
+        let v = enrich(e, &dns(query)).await;
+        assert_eq!(matches(&v), want, "{query}: {v}");
+        if want.is_empty() {
+            assert!(v.get("_intel").is_none(), "no match writes nothing: {v}");
+        }
+    }
+    let v = enrich(
+        e,
+        r#"{"_path":"ssl","uid":"S","id.orig_h":"10.0.0.1","id.resp_h":"192.0.2.1","server_name":"c2.evil.example"}"#,
+    )
+    .await;
+    assert_eq!(
+        matches(&v),
+        [(
+            "evil.example".to_string(),
+            "domain".to_string(),
+            "server_name".to_string()
+        )]
+    );
+    // Domain-keyed table: the nearest listed parent's row.
+    let v = enrich(e, &dns("www.Example.org")).await;
+    assert_eq!(v["query_team"], "web", "{v}");
+    assert!(v.get("_intel").is_none());
+    let v = enrich(e, &dns("example.com")).await;
+    assert!(v.get("query_team").is_none(), "{v}");
+}
+
+#[tokio::test]
+async fn url_fields_match_in_their_homogenised_form_host_and_uri_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = kinds_core(dir.path());
+    let e = &core.enricher;
+    let http = |host: &str, uri: &str, referrer: &str| {
+        format!(
+            r#"{{"_path":"http","uid":"H","id.orig_h":"10.0.0.1","id.resp_h":"192.0.2.1","host":"{host}","uri":"{uri}","referrer":"{referrer}"}}"#
+        )
+    };
+    let v = enrich(e, &http("Shop.Test:80", "/pay?x=1", "-")).await;
+    assert_eq!(
+        matches(&v),
+        [(
+            "shop.test/pay?x=1".to_string(),
+            "url".to_string(),
+            "uri".to_string()
+        )],
+        "{v}"
+    );
+    assert_eq!(v["host_team"], "payments", "a host field is a name field");
+    let v = enrich(e, &http("shop.test", "/pay?x=2", "-")).await;
+    assert!(v.get("_intel").is_none(), "the query is part of a URL: {v}");
+    let v = enrich(
+        e,
+        &http("a.test", "/", "HTTPS://phish.example:443/login#top"),
+    )
+    .await;
+    assert_eq!(
+        matches(&v),
+        [(
+            "https://Phish.Example/login".to_string(),
+            "url".to_string(),
+            "referrer".to_string()
+        )],
+        "{v}"
+    );
+    let v = enrich(e, &http("a.test", "/", "https://phish.example/Login")).await;
+    assert!(v.get("_intel").is_none(), "paths are case-sensitive: {v}");
+}
+
+#[tokio::test]
+async fn hash_fields_match_exactly_case_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = kinds_core(dir.path());
+    let e = &core.enricher;
+    let v = enrich(
+        e,
+        r#"{"_path":"files","fuid":"F","md5":"d41d8cd98f00b204e9800998ecf8427e","sha1":"da39a3ee5e6b4b0d3255bfef95601890afd80709","sha256":"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"}"#,
+    )
+    .await;
+    let got: Vec<(String, String)> = matches(&v).into_iter().map(|(_, t, f)| (t, f)).collect();
+    assert_eq!(
+        got,
+        [
+            ("hash".to_string(), "md5".to_string()),
+            ("hash".to_string(), "sha256".to_string())
+        ],
+        "{v}"
+    );
+    let v = enrich(
+        e,
+        r#"{"_path":"x509","id":"F","fingerprint":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}"#,
+    )
+    .await;
+    assert_eq!(matches(&v)[0].2, "fingerprint", "{v}");
+    let v = enrich(
+        e,
+        r#"{"_path":"files","fuid":"F","md5":["00000000000000000000000000000000","d41d8cd98f00b204e9800998ecf8427e"]}"#,
+    )
+    .await;
+    assert_eq!(matches(&v).len(), 1, "every value of a list: {v}");
+    let v = enrich(
+        e,
+        r#"{"_path":"files","fuid":"F","md5":"d41d8cd98f00b204e9800998ecf8427f","sha1":7}"#,
+    )
+    .await;
+    assert!(v.get("_intel").is_none(), "{v}");
+}
+
+#[test]
+fn pipe_matches_names_urls_and_hashes_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let feed = write(dir.path(), "kinds.csv", KINDS_FEED);
+    let input = [
+        dns("a.evil.example"),
+        dns("benign.example"),
+        r#"{"_path":"http","uid":"H","id.orig_h":"10.0.0.1","id.resp_h":"192.0.2.1","host":"shop.test","uri":"/pay?x=1"}"#.to_string(),
+        r#"{"_path":"files","fuid":"F","md5":"D41D8CD98F00B204E9800998ECF8427E"}"#.to_string(),
+    ]
+    .join("\n");
+    let out = run(
+        &["pipe", "--no-dns", "--intel", &feed, "--only-matches"],
+        input.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = values(&out.stdout);
+    let kinds: Vec<String> = v
+        .iter()
+        .map(|v| v["_intel"][0]["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["domain", "url", "hash"]);
+    // Spliced: the original bytes come first, untouched.
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with(&dns("a.evil.example")[..dns("a.evil.example").len() - 1]));
+}
