@@ -250,15 +250,27 @@ fn pipe_swaps_a_replaced_feed_under_load_never_a_corrupt_one_and_loses_nothing()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
-        text
-    });
+    let stderr = child.stderr.take().unwrap();
+    let saw_rejected = Arc::new(AtomicBool::new(false));
+    let errors = {
+        let saw_rejected = Arc::clone(&saw_rejected);
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in BufReader::new(stderr).lines() {
+                let line = line.unwrap();
+                if line.contains("rejected") {
+                    saw_rejected.store(true, Ordering::Release);
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        })
+    };
     let saw_new = Arc::new(AtomicBool::new(false));
     let writer = {
         let saw_new = Arc::clone(&saw_new);
+        let saw_rejected = Arc::clone(&saw_rejected);
         let feed_path = feed_path.clone();
         std::thread::spawn(move || {
             let mut n = 0;
@@ -277,10 +289,15 @@ fn pipe_swaps_a_replaced_feed_under_load_never_a_corrupt_one_and_loses_nothing()
             for _ in 0..20 {
                 batch(&mut stdin, 1);
             }
-            // Over many watcher ticks, records flow while the file is corrupt.
+            // Records flow while the file is corrupt, until the worker has
+            // rejected it, and for a few watcher ticks more.
             mmdb::write_atomically(&feed_path, CORRUPT_FEED.as_bytes()).unwrap();
-            for _ in 0..20 {
-                batch(&mut stdin, 10);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !saw_rejected.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+                batch(&mut stdin, 5);
+            }
+            for _ in 0..10 {
+                batch(&mut stdin, 5);
             }
             mmdb::write_atomically(&feed_path, feed("new").as_bytes()).unwrap();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
