@@ -38,6 +38,7 @@ use domains::{Domains, Named};
 mod matches;
 mod watch;
 use front::Front;
+use matches::Hashes;
 pub use matches::Lists;
 pub use watch::{ListsWatcher, Reloaded};
 
@@ -211,10 +212,8 @@ pub struct Scratch {
     matched: bool,
     /// The `_intel` list and table values being written.
     intel: Vec<u8>,
-    /// The values of the hash fields, one after the other, and (field,
-    /// start, end) of each.
-    hash_text: String,
-    hash_spans: Vec<(u16, usize, usize)>,
+    /// The values of the hash fields of the record being written.
+    hashes: Hashes,
 }
 
 impl Scratch {
@@ -667,10 +666,10 @@ impl Enricher {
         }
         s.matched = false;
         if let Some(lists) = &*self.lists.load() {
-            s.hash_text.clear();
-            s.hash_spans.clear();
+            s.hashes.clear();
             if lists.set().has(crate::intel::Kind::Hash) {
-                self.hashes(input, s);
+                s.hashes
+                    .collect(input, &s.scan.found, &self.hash_fields, &mut s.text);
             }
             let unique = &s.unique;
             let array_mask = self.array_mask;
@@ -683,15 +682,10 @@ impl Enricher {
                 (field as usize, u.ip, ptr, array_mask & (1 << field) != 0)
             });
             let names = s.names.iter().map(|(f, n)| (usize::from(*f), &n.key));
-            let text = &s.hash_text;
-            let hashes = s
-                .hash_spans
-                .iter()
-                .map(|&(f, a, b)| (usize::from(f), text.get(a..b).unwrap_or_default()));
             s.matched = lists.write(
                 hits,
                 names,
-                hashes,
+                s.hashes.iter(),
                 self.wanted.paths(),
                 &mut splice,
                 &mut s.intel,
@@ -703,32 +697,6 @@ impl Enricher {
         // twice for a record that misses L1.
         if s.not_an_address > 0 {
             self.stats.not_an_address.add(s.not_an_address);
-        }
-    }
-
-    /// Copies the values of the hash fields into the scratch.
-    fn hashes(&self, input: &[u8], s: &mut Scratch) {
-        let Scratch {
-            scan,
-            text,
-            hash_text,
-            hash_spans,
-            ..
-        } = s;
-        for f in &scan.found {
-            if !self
-                .hash_fields
-                .get(usize::from(f.field))
-                .copied()
-                .unwrap_or(false)
-            {
-                continue;
-            }
-            if let Some(value) = domains::string(input, f, text) {
-                let start = hash_text.len();
-                hash_text.push_str(value);
-                hash_spans.push((f.field, start, hash_text.len()));
-            }
         }
     }
 

@@ -19,9 +19,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::domains::Key;
+use super::domains::{self, Key};
 use crate::intel::{Indicator, IntelSet, Kind, Table};
 use crate::metrics as m;
+use crate::record::Found;
 use crate::splice::{Splice, write_str};
 
 /// The loaded indicator set and tables, swapped whole on reload.
@@ -190,5 +191,50 @@ impl Lists {
             splice.member(&self.member, buf);
         }
         any
+    }
+}
+
+/// The values of a record's hash fields, copied one after the other into
+/// one reused buffer (a value may need unescaping).
+#[derive(Debug, Default)]
+pub(super) struct Hashes {
+    text: String,
+    /// (field, start, end) of each value in `text`.
+    spans: Vec<(u16, usize, usize)>,
+}
+
+impl Hashes {
+    /// Forgets the last record's values.
+    pub(super) fn clear(&mut self) {
+        self.text.clear();
+        self.spans.clear();
+    }
+
+    /// Copies the string values of the scanned fields that `is_hash` marks
+    /// (by field index); `scratch` is for unescaping.
+    pub(super) fn collect(
+        &mut self,
+        input: &[u8],
+        found: &[Found],
+        is_hash: &[bool],
+        scratch: &mut String,
+    ) {
+        for f in found {
+            if !is_hash.get(usize::from(f.field)).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Some(value) = domains::string(input, f, scratch) {
+                let start = self.text.len();
+                self.text.push_str(value);
+                self.spans.push((f.field, start, self.text.len()));
+            }
+        }
+    }
+
+    /// (field index, value) of each value collected.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.spans
+            .iter()
+            .map(|&(f, a, b)| (usize::from(f), self.text.get(a..b).unwrap_or_default()))
     }
 }
