@@ -606,7 +606,8 @@ def test_prometheus_rule():
     (group,) = pr["spec"]["groups"]
     rules = {r["alert"]: r for r in group["rules"]}
     assert list(rules) == ["EnricherLagHigh", "EnricherPartitionStalled", "EnricherDnsOverBudget",
-                           "EnricherGeoipDatabaseOld", "EnricherRedisCircuitOpen", "EnricherDown"]
+                           "EnricherGeoipDatabaseOld", "EnricherIntelSetOld", "EnricherRedisCircuitOpen",
+                           "EnricherDown"]
     documented = readme_metrics()
     used = set()
     for name, rule in rules.items():
@@ -625,7 +626,7 @@ def test_prometheus_rule():
         assert 'namespace="logs"' in rule["expr"], rule["expr"]
     assert used == {"acker_timestamp_diff_seconds", "acker_consumer_lag_records", "acker_committed_offset",
                     "enricher_dns_over_budget_total", "enricher_geoip_build_timestamp_seconds",
-                    "enricher_redis_circuit_state"}
+                    "enricher_intel_age_seconds", "enricher_redis_circuit_state"}
     lag = rules["EnricherLagHigh"]
     assert lag["expr"].startswith("max by (topic) (acker_timestamp_diff_seconds{")
     assert lag["expr"].endswith(") > 600") and lag["for"] == "5m"
@@ -637,6 +638,9 @@ def test_prometheus_rule():
     assert "rate(enricher_dns_over_budget_total{enricher_topic=~" in dns["expr"] and dns["for"] == "15m"
     geo = rules["EnricherGeoipDatabaseOld"]
     assert geo["expr"].endswith(f") > {40 * 86400}") and geo["labels"]["severity"] == "info"
+    intel = rules["EnricherIntelSetOld"]
+    assert intel["expr"].startswith("max by (enricher_topic) (enricher_intel_age_seconds{")
+    assert intel["expr"].endswith(f") > {72 * 3600}") and intel["for"] == "1h"
     assert 'state="open"' in rules["EnricherRedisCircuitOpen"]["expr"]
     # Prometheus' own templates reach the rule unexpanded by Helm.
     assert "{{ $labels.topic }}" in lag["annotations"]["summary"]
@@ -646,6 +650,7 @@ def test_prometheus_rule():
 def test_prometheus_rule_switches():
     values = {"prometheusRule": {"enabled": True, "namespaceLabel": "",
                                  "dnsOverBudget": {"enabled": False}, "redisCircuitOpen": {"enabled": False},
+                                 "intelAge": {"enabled": False},
                                  "stalledPartition": {"minLagRecords": 100, "window": "30m", "for": "10m"}}}
     (pr,) = by_kind(render(values), "PrometheusRule")
     rules = {r["alert"]: r for r in pr["spec"]["groups"][0]["rules"]}
