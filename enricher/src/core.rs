@@ -9,9 +9,8 @@ use std::time::Duration;
 use crate::cache::{self, RedisCache, RedisOptions};
 use crate::config::{Config, ConfigError, Naming};
 use crate::dns::{Dns, DnsOptions};
-use crate::enrich::{self, EnrichOptions, Enricher};
+use crate::enrich::{self, EnrichOptions, Enricher, ListsWatcher};
 use crate::geoip::{self, GeoIp, GeoIpOptions};
-use crate::intel::{IntelSet, Table};
 use crate::secrets::mask_secrets;
 
 /// The running core and its background upkeep.
@@ -24,11 +23,15 @@ pub struct Core {
     /// The `domains.public_suffix_list` reload watcher, if one is given and
     /// reloading is on.
     pub suffix_watcher: Option<tokio::task::JoinHandle<()>>,
+    /// The files behind the indicator set and tables, if any are configured.
+    pub lists: Option<Arc<ListsWatcher>>,
+    /// The task polling them, if reloading is on.
+    pub lists_watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Core {
     fn drop(&mut self) {
-        for w in [&self.geoip_watcher, &self.suffix_watcher]
+        for w in [&self.geoip_watcher, &self.suffix_watcher, &self.lists_watcher]
             .into_iter()
             .flatten()
         {
@@ -99,9 +102,7 @@ pub fn build(config: &Config) -> Result<Core, ConfigError> {
         l2,
     )
     .map_err(|e| ConfigError::new("fields", e))?;
-    if let Some(lists) = load_lists(config, &enricher)? {
-        enricher.set_lists(Some(lists));
-    }
+    let lists = ListsWatcher::load(&enricher, config)?.map(Arc::new);
     let geoip_watcher = (geo.is_configured() && config.geoip.reload_interval_ms > 0)
         .then(|| geo.spawn_watcher(Duration::from_millis(config.geoip.reload_interval_ms)));
     let suffix_watcher = (config.domains.public_suffix_list.is_some()
@@ -109,46 +110,18 @@ pub fn build(config: &Config) -> Result<Core, ConfigError> {
         .then(|| {
             enricher.spawn_suffix_watcher(Duration::from_millis(config.domains.reload_interval_ms))
         });
+    let interval = Duration::from_millis(config.intel.reload_interval_ms);
+    let lists_watcher = lists
+        .as_ref()
+        .filter(|_| !interval.is_zero())
+        .map(|l| l.spawn(interval));
     Ok(Core {
         enricher,
         geoip_watcher,
         suffix_watcher,
+        lists,
+        lists_watcher,
     })
-}
-
-/// Reads `intel.files` and `tables`, if any; an unreadable file or a bad
-/// line is an error naming the key (and the file and line).
-pub fn load_lists(
-    config: &Config,
-    enricher: &Enricher,
-) -> Result<Option<enrich::Lists>, ConfigError> {
-    if config.intel.files.is_empty() && config.tables.is_empty() {
-        return Ok(None);
-    }
-    let set = IntelSet::load(&config.intel.files)
-        .map_err(|e| ConfigError::new("intel.files", e.to_string()))?;
-    let tables = config
-        .tables
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            Table::load(&t.path, t.key.as_deref(), &t.fields)
-                .map_err(|e| ConfigError::new(format!("tables[{i}]"), e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    tracing::info!(
-        files = config.intel.files.len(),
-        indicators = set.len(),
-        skipped = set.skipped(),
-        duplicates = set.duplicates(),
-        tables = tables.len(),
-        "Indicator set and tables loaded"
-    );
-    Ok(Some(enricher.lists(
-        Arc::new(set),
-        tables,
-        &config.intel.field,
-    )))
 }
 
 #[cfg(test)]

@@ -36,8 +36,11 @@ mod domains;
 mod front;
 use domains::{Domains, Named};
 mod matches;
+mod watch;
 use front::Front;
+use matches::Hashes;
 pub use matches::Lists;
+pub use watch::{ListsWatcher, Reloaded};
 
 /// Which fields hold addresses, per log type: `[fields]`, taken as it is.
 pub use crate::config::FieldsConfig as FieldMap;
@@ -81,6 +84,9 @@ pub struct EnrichOptions {
     pub domains: DomainsConfig,
     /// Which fields hold URLs.
     pub urls: UrlsConfig,
+    /// Which fields hold file hashes, matched against hash indicators
+    /// (none unless indicator files are set).
+    pub hash_fields: Vec<String>,
 }
 
 impl Default for EnrichOptions {
@@ -115,6 +121,11 @@ impl EnrichOptions {
             },
             domains: config.domains.clone(),
             urls: config.urls.clone(),
+            hash_fields: if config.intel.files.is_empty() {
+                Vec::new()
+            } else {
+                config.intel.hash_fields.clone()
+            },
         }
     }
 }
@@ -207,6 +218,8 @@ pub struct Scratch {
     matched: bool,
     /// The `_intel` list and table values being written.
     intel: Vec<u8>,
+    /// The values of the hash fields of the record being written.
+    hashes: Hashes,
 }
 
 impl Scratch {
@@ -237,6 +250,8 @@ pub struct Enricher {
     /// Wanted fields below this index hold addresses.
     ip_fields: usize,
     domains: Domains,
+    /// Whether the wanted field of each index holds hashes.
+    hash_fields: Vec<bool>,
     splicer: Splicer,
     geo: Arc<GeoIp>,
     dns: Option<Arc<Dns>>,
@@ -321,7 +336,13 @@ impl Enricher {
         let mut paths = field_paths(&opts.fields)?;
         let ip_fields = paths.len();
         paths.extend(domains::paths(&opts.domains, &opts.urls));
+        paths.extend(opts.hash_fields.iter().cloned());
         let wanted = Wanted::new(&opts.fields.type_key, &paths);
+        let hash_fields = wanted
+            .paths()
+            .iter()
+            .map(|p| opts.hash_fields.contains(p))
+            .collect();
         let domains = Domains::new(&opts.domains, &opts.urls, opts.provenance, wanted.paths())?;
         let mask_of = |fields: &[String]| {
             fields
@@ -377,6 +398,7 @@ impl Enricher {
             array_mask,
             ip_fields,
             domains,
+            hash_fields,
             splicer,
             geo,
             dns,
@@ -428,11 +450,16 @@ impl Enricher {
         self.lists.store(lists.map(Arc::new));
     }
 
+    /// The indicator set and tables in use, if any.
+    pub fn lists_in_use(&self) -> Option<Arc<Lists>> {
+        self.lists.load_full()
+    }
+
     /// [`Lists::new`] with this enricher's field names and separator.
     pub fn lists(
         &self,
         set: Arc<crate::intel::IntelSet>,
-        tables: Vec<crate::intel::Table>,
+        tables: Vec<Arc<crate::intel::Table>>,
         member: &str,
     ) -> Lists {
         Lists::new(
@@ -684,6 +711,11 @@ impl Enricher {
         }
         s.matched = false;
         if let Some(lists) = &*self.lists.load() {
+            s.hashes.clear();
+            if lists.set().has(crate::intel::Kind::Hash) {
+                s.hashes
+                    .collect(input, &s.scan.found, &self.hash_fields, &mut s.text);
+            }
             let unique = &s.unique;
             let array_mask = self.array_mask;
             let hits = s.hits.iter().map(|&(field, i)| {
@@ -694,7 +726,15 @@ impl Enricher {
                 };
                 (field as usize, u.ip, ptr, array_mask & (1 << field) != 0)
             });
-            s.matched = lists.write(hits, self.wanted.paths(), &mut splice, &mut s.intel);
+            let names = s.names.iter().map(|(f, n)| (usize::from(*f), &n.key));
+            s.matched = lists.write(
+                hits,
+                names,
+                s.hashes.iter(),
+                self.wanted.paths(),
+                &mut splice,
+                &mut s.intel,
+            );
         }
         splice.finish();
         self.stats.enriched.inc();

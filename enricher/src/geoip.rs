@@ -269,7 +269,7 @@ pub(crate) struct Stamp {
     inode: u64,
 }
 
-/// The stamp of the file at `path`; `None` when it cannot be read.
+/// The file's [`Stamp`]; `None` when it cannot be read (gone, for now).
 pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;

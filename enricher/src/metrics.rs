@@ -76,6 +76,9 @@ pub const INTEL_INDICATORS: &str = "enricher_intel_indicators";
 /// Age of the indicator set in use (now minus its newest file's
 /// modification time), in seconds. Gauge.
 pub const INTEL_AGE: &str = "enricher_intel_age_seconds";
+/// Reloads of the indicator files and tables by `key` (`intel.files`,
+/// `tables[0]`) and `result` (`ok`, `rejected`). Counter.
+pub const INTEL_RELOADS: &str = "enricher_intel_reloads_total";
 
 /// Build information, always 1, by `version` and `revision` (the git
 /// revision the image was built from, `ENRICHER_REVISION` at build time).
@@ -111,7 +114,7 @@ pub enum Kind {
 
 /// Every series of the worker with its kind and help text (the `# HELP`
 /// line); the acker's are in [`acker::metrics::HELP`].
-pub const HELP: [(&str, Kind, &str); 34] = [
+pub const HELP: [(&str, Kind, &str); 35] = [
     (
         RECORDS_RECEIVED,
         Kind::Counter,
@@ -233,6 +236,11 @@ pub const HELP: [(&str, Kind, &str); 34] = [
         INTEL_AGE,
         Kind::Gauge,
         "Age of the indicator set in use (its newest file), in seconds.",
+    ),
+    (
+        INTEL_RELOADS,
+        Kind::Counter,
+        "Reloads of the indicator files and tables by key and result.",
     ),
     (
         BUILD_INFO,

@@ -96,11 +96,22 @@ numbers are written as integers (the worker's config wants u64 for most keys).
 {{- end -}}
 {{- end -}}
 
-{{/* A whole TOML document: every top-level key is a [section] of scalars. */}}
+{{/*
+A whole TOML document: a top-level list (`tables`, a list of inline tables)
+is written first, as a key of the root table; every other top-level key is a
+[section] of scalars.
+*/}}
 {{- define "enricher.toml.document" -}}
 {{- $doc := . -}}
+{{- range $key := keys $doc | sortAlpha }}
+{{- $v := get $doc $key }}
+{{- if eq (kindOf $v) "slice" }}
+{{ toJson $key }} = {{ include "enricher.toml.value" $v }}
+{{- end }}
+{{- end }}
 {{- range $section := keys $doc | sortAlpha }}
 {{- $body := get $doc $section }}
+{{- if eq (kindOf $body) "slice" }}{{ continue }}{{ end }}
 {{- if ne (kindOf $body) "map" }}
 {{- fail (printf "config.%s must be a table of keys" $section) }}
 {{- end }}
@@ -233,6 +244,31 @@ Fails the render on any inconsistent value.
 {{- if $g.cityFile }}{{ $_ := set $cfg.geoip "city" (printf "%s/%s" $g.mountPath $g.cityFile) }}{{ end -}}
 {{- if $g.asnFile }}{{ $_ := set $cfg.geoip "asn" (printf "%s/%s" $g.mountPath $g.asnFile) }}{{ end -}}
 {{- end -}}
+{{- $in := $v.intel -}}
+{{- if ne $in.source "none" -}}
+{{- if and (eq $in.source "existingClaim") (not $in.existingClaim) }}{{ fail "intel.source existingClaim needs intel.existingClaim" }}{{ end -}}
+{{- if and (eq $in.source "configMap") (not $in.configMap) }}{{ fail "intel.source configMap needs intel.configMap" }}{{ end -}}
+{{- if and (eq $in.source "fetcher") (not $in.fetcher.urls) }}{{ fail "intel.source fetcher needs intel.fetcher.urls" }}{{ end -}}
+{{- if not (or $in.files $in.tables) }}{{ fail (printf "intel.source %s needs intel.files or intel.tables" $in.source) }}{{ end -}}
+{{- if hasKey $cfg "tables" }}{{ fail "config.tables is set by the chart; use intel.tables" }}{{ end -}}
+{{- if not (hasKey $cfg "intel") }}{{ $_ := set $cfg "intel" dict }}{{ end -}}
+{{- if hasKey $cfg.intel "files" }}{{ fail "config.intel.files is set by the chart; use intel.files" }}{{ end -}}
+{{- $files := list -}}
+{{- range $in.files }}{{ $files = append $files (printf "%s/%s" $in.mountPath .) }}{{ end -}}
+{{- $_ := set $cfg.intel "files" $files -}}
+{{- if $in.tables -}}
+{{- $tables := list -}}
+{{- range $in.tables -}}
+{{- $row := dict "path" (printf "%s/%s" $in.mountPath .file) -}}
+{{- if .key }}{{ $_ := set $row "key" .key }}{{ end -}}
+{{- if .fields }}{{ $_ := set $row "fields" .fields }}{{ end -}}
+{{- $tables = append $tables $row -}}
+{{- end -}}
+{{- $_ := set $cfg "tables" $tables -}}
+{{- end -}}
+{{- else if or $in.files $in.tables -}}
+{{- fail "intel.files and intel.tables need intel.source (existingClaim, configMap or fetcher)" -}}
+{{- end -}}
 {{- $addr := $cfg.worker.metrics_addr | default "0.0.0.0:9102" -}}
 {{- $_ := set $cfg.worker "metrics_addr" $addr -}}
 {{- $port := splitList ":" $addr | last | atoi -}}
@@ -262,4 +298,49 @@ Fails the render on any inconsistent value.
   value: {{ $u.editionIds | quote }}
 - name: GEOIPUPDATE_DB_DIR
   value: {{ .Values.geoip.mountPath | quote }}
+{{- end -}}
+
+{{/*
+The intel fetcher's shell script: every intel.fetcher.urls entry is
+downloaded beside its file and renamed over it (an atomic replacement the
+worker's hot reload picks up); a failed fetch leaves the previous file. With
+MODE=once it fetches once and fails if any fetch failed (the init
+container); otherwise it fetches every INTERVAL seconds for ever. Names and
+URLs are checked by the values schema (no quote, no blank).
+*/}}
+{{- define "enricher.intelFetchScript" -}}
+fetch() {
+  if curl -fsSL --retry 3 --max-time 300 ${INTEL_FETCH_HEADER:+-H "$INTEL_FETCH_HEADER"} -o "$DIR/.$1.part" "$2"; then
+    mv -f "$DIR/.$1.part" "$DIR/$1"
+  else
+    rm -f "$DIR/.$1.part"
+    echo "intel-fetch: $1 from $2 failed; the previous file stays" >&2
+    return 1
+  fi
+}
+all() {
+  rc=0
+{{- range .Values.intel.fetcher.urls }}
+  fetch {{ .name | squote }} {{ .url | squote }} || rc=1
+{{- end }}
+  return $rc
+}
+if [ "${MODE:-}" = once ]; then all; exit $?; fi
+while :; do sleep "$INTERVAL"; all || true; done
+{{- end -}}
+
+{{/* The intel fetcher's environment. */}}
+{{- define "enricher.intelFetchEnv" -}}
+{{- $f := .Values.intel.fetcher -}}
+- name: DIR
+  value: {{ .Values.intel.mountPath | quote }}
+- name: INTERVAL
+  value: {{ $f.intervalSeconds | int | toString | quote }}
+{{- if $f.headerSecret.name }}
+- name: INTEL_FETCH_HEADER
+  valueFrom:
+    secretKeyRef:
+      name: {{ $f.headerSecret.name }}
+      key: {{ $f.headerSecret.key }}
+{{- end }}
 {{- end -}}

@@ -126,6 +126,28 @@ VALUE_SETS: dict[str, dict] = {
                   "timeoutSeconds": 3},
         "topics": [{"name": "bro_conn", "partitions": 4}, {"name": "suricata.eve", "partitions": 2}],
     },
+    "intel-fetcher": {
+        "intel": {
+            "source": "fetcher",
+            "files": ["feed.intel", "blocklist.txt"],
+            "tables": [{"file": "assets.csv", "key": "cidr", "fields": ["owner", "site"]},
+                       {"file": "zones.csv"}],
+            "fetcher": {
+                "urls": [{"name": "feed.intel", "url": "https://feeds.example.invalid/feed.intel"},
+                         {"name": "blocklist.txt", "url": "https://feeds.example.invalid/list?fmt=txt&x=1"},
+                         {"name": "assets.csv", "url": "http://cmdb.example.invalid/assets.csv"},
+                         {"name": "zones.csv", "url": "http://cmdb.example.invalid/zones.csv"}],
+                "headerSecret": {"name": "feed-token"},
+                "intervalSeconds": 900,
+            },
+        },
+        "config": {"intel": {"reload_interval_ms": 10000, "hash_fields": ["md5", "sha256"]}},
+        "topics": [{"name": "bro_dns", "partitions": 2}],
+    },
+    "intel-configmap": {
+        "intel": {"source": "configMap", "configMap": "intel-small", "files": ["feed.csv"]},
+        "topics": [{"name": "bro_conn", "partitions": 2}],
+    },
 }
 
 
@@ -429,7 +451,8 @@ def test_chart_owned_keys_refused():
 
 
 EXTRAS = "extras-dns-alerts"
-CHART_VOLUMES = {"config", "tmp", "geoip", "geoipupdate-tmp", "kafka-tls-ca", "kafka-tls-client", "redis-tls-ca"}
+CHART_VOLUMES = {"config", "tmp", "geoip", "geoipupdate-tmp", "intel", "intel-fetch-tmp", "kafka-tls-ca",
+                 "kafka-tls-client", "redis-tls-ca"}
 
 
 def test_extra_pod_spec_values():
@@ -583,7 +606,8 @@ def test_prometheus_rule():
     (group,) = pr["spec"]["groups"]
     rules = {r["alert"]: r for r in group["rules"]}
     assert list(rules) == ["EnricherLagHigh", "EnricherPartitionStalled", "EnricherDnsOverBudget",
-                           "EnricherGeoipDatabaseOld", "EnricherRedisCircuitOpen", "EnricherDown"]
+                           "EnricherGeoipDatabaseOld", "EnricherIntelSetOld", "EnricherRedisCircuitOpen",
+                           "EnricherDown"]
     documented = readme_metrics()
     used = set()
     for name, rule in rules.items():
@@ -602,7 +626,7 @@ def test_prometheus_rule():
         assert 'namespace="logs"' in rule["expr"], rule["expr"]
     assert used == {"acker_timestamp_diff_seconds", "acker_consumer_lag_records", "acker_committed_offset",
                     "enricher_dns_over_budget_total", "enricher_geoip_build_timestamp_seconds",
-                    "enricher_redis_circuit_state"}
+                    "enricher_intel_age_seconds", "enricher_redis_circuit_state"}
     lag = rules["EnricherLagHigh"]
     assert lag["expr"].startswith("max by (topic) (acker_timestamp_diff_seconds{")
     assert lag["expr"].endswith(") > 600") and lag["for"] == "5m"
@@ -614,6 +638,9 @@ def test_prometheus_rule():
     assert "rate(enricher_dns_over_budget_total{enricher_topic=~" in dns["expr"] and dns["for"] == "15m"
     geo = rules["EnricherGeoipDatabaseOld"]
     assert geo["expr"].endswith(f") > {40 * 86400}") and geo["labels"]["severity"] == "info"
+    intel = rules["EnricherIntelSetOld"]
+    assert intel["expr"].startswith("max by (enricher_topic) (enricher_intel_age_seconds{")
+    assert intel["expr"].endswith(f") > {72 * 3600}") and intel["for"] == "1h"
     assert 'state="open"' in rules["EnricherRedisCircuitOpen"]["expr"]
     # Prometheus' own templates reach the rule unexpanded by Helm.
     assert "{{ $labels.topic }}" in lag["annotations"]["summary"]
@@ -623,6 +650,7 @@ def test_prometheus_rule():
 def test_prometheus_rule_switches():
     values = {"prometheusRule": {"enabled": True, "namespaceLabel": "",
                                  "dnsOverBudget": {"enabled": False}, "redisCircuitOpen": {"enabled": False},
+                                 "intelAge": {"enabled": False},
                                  "stalledPartition": {"minLagRecords": 100, "window": "30m", "for": "10m"}}}
     (pr,) = by_kind(render(values), "PrometheusRule")
     rules = {r["alert"]: r for r in pr["spec"]["groups"][0]["rules"]}
@@ -712,3 +740,114 @@ def test_the_image_builds_with_the_workspaces_rust_version():
     pinned = workspace["workspace"]["package"]["rust-version"]
     m = re.search(r"^ARG RUST_VERSION=(\S+)$", (REPO / "Dockerfile").read_text(), re.M)
     assert m and m.group(1) == pinned, (m and m.group(1), pinned)
+
+
+def test_intel_fetcher_wiring():
+    objs = render(copy.deepcopy(VALUE_SETS["intel-fetcher"]))
+    (dep,) = by_kind(objs, "Deployment")
+    cfg = worker_toml(objs, dep)
+    assert cfg["intel"]["files"] == ["/intel/feed.intel", "/intel/blocklist.txt"]
+    assert cfg["intel"]["reload_interval_ms"] == 10000
+    assert cfg["intel"]["hash_fields"] == ["md5", "sha256"]
+    assert cfg["tables"] == [{"path": "/intel/assets.csv", "key": "cidr", "fields": ["owner", "site"]},
+                             {"path": "/intel/zones.csv"}]
+    pod = dep["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["enricher", "intel-fetch"]
+    assert [c["name"] for c in pod["initContainers"]] == ["intel-fetch-init"]
+    assert {"name": "intel", "mountPath": "/intel", "readOnly": True} in container(dep)["volumeMounts"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert vols["intel"] == {"name": "intel", "emptyDir": {"sizeLimit": "256Mi"}}
+    init = pod["initContainers"][0]
+    sidecar = container(dep, "intel-fetch")
+    for c in (init, sidecar):
+        assert c["image"] == "curlimages/curl:8.11.1"
+        assert {"name": "intel", "mountPath": "/intel"} in c["volumeMounts"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["INTEL_FETCH_HEADER"]["valueFrom"]["secretKeyRef"] == {"name": "feed-token", "key": "header"}
+        assert env["INTERVAL"]["value"] == "900"
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {e["name"]: e.get("value") for e in init["env"]}["MODE"] == "once"
+    assert "MODE" not in {e["name"] for e in sidecar["env"]}
+    script = init["command"][2]
+    assert "fetch 'blocklist.txt' 'https://feeds.example.invalid/list?fmt=txt&x=1' || rc=1" in script
+
+
+def test_intel_fetch_script_replaces_files_atomically_and_keeps_them_on_failure(tmp_path):
+    """Runs the rendered script with a stand-in `curl` that serves from a folder."""
+    objs = render(copy.deepcopy(VALUE_SETS["intel-fetcher"]))
+    (dep,) = by_kind(objs, "Deployment")
+    script = dep["spec"]["template"]["spec"]["initContainers"][0]["command"][2]
+    served = tmp_path / "served"
+    served.mkdir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    # curl -fsSL --retry 3 --max-time 300 [-H header] -o FILE URL
+    (bindir / "curl").write_text(
+        "#!/bin/sh\n"
+        "while [ $# -gt 2 ]; do [ \"$1\" = -H ] && echo \"$2\" > \"$SERVED/.header\"; shift; done\n"
+        "out=$1; url=$2; name=${url##*/}; name=${name%%\\?*}\n"
+        "[ -f \"$SERVED/$name\" ] || exit 22\n"
+        "cp \"$SERVED/$name\" \"$out\"\n")
+    (bindir / "curl").chmod(0o755)
+    dest = tmp_path / "intel"
+    dest.mkdir()
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "SERVED": str(served), "DIR": str(dest), "MODE": "once",
+           "INTERVAL": "900", "INTEL_FETCH_HEADER": "Authorization: Bearer t"}
+    for name in ("feed.intel", "list", "assets.csv", "zones.csv"):
+        (served / name).write_text(f"{name} v1\n")
+    res = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["assets.csv", "blocklist.txt", "feed.intel", "zones.csv"]
+    assert (dest / "blocklist.txt").read_text() == "list v1\n"
+    assert (served / ".header").read_text() == "Authorization: Bearer t\n"
+    # A failed fetch keeps the previous file and leaves no partial one; the init container fails.
+    (served / "feed.intel").unlink()
+    (served / "zones.csv").write_text("zones.csv v2\n")
+    res = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    assert "feed.intel" in res.stderr and "previous file stays" in res.stderr
+    assert (dest / "feed.intel").read_text() == "feed.intel v1\n"
+    assert (dest / "zones.csv").read_text() == "zones.csv v2\n"
+    assert sorted(p.name for p in dest.iterdir()) == ["assets.csv", "blocklist.txt", "feed.intel", "zones.csv"]
+
+
+def test_intel_configmap_and_claim_mount_read_only():
+    objs = render(copy.deepcopy(VALUE_SETS["intel-configmap"]))
+    (dep,) = by_kind(objs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    assert {"name": "intel", "configMap": {"name": "intel-small"}} in pod["volumes"]
+    assert {"name": "intel", "mountPath": "/intel", "readOnly": True} in container(dep)["volumeMounts"]
+    assert [c["name"] for c in pod["containers"]] == ["enricher"]
+    assert "initContainers" not in pod
+    cfg = worker_toml(objs, dep)
+    assert cfg["intel"]["files"] == ["/intel/feed.csv"]
+    assert "tables" not in cfg
+    values = {"intel": {"source": "existingClaim", "existingClaim": "intel-feeds", "mountPath": "/feeds",
+                        "tables": [{"file": "sites.csv"}]}}
+    (dep,) = by_kind(render(values), "Deployment")
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert vols["intel"]["persistentVolumeClaim"] == {"claimName": "intel-feeds", "readOnly": True}
+    cfg = worker_toml(render(values), dep)
+    assert cfg["intel"]["files"] == []
+    assert cfg["tables"] == [{"path": "/feeds/sites.csv"}]
+    # Unset: no intel volume, no intel config.
+    (dep,) = by_kind(render({}), "Deployment")
+    assert "intel" not in {v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert "intel" not in worker_toml(render({}), dep)
+
+
+def test_intel_values_are_checked():
+    _fails({"intel": {"files": ["a.txt"]}}, "need intel.source")
+    _fails({"intel": {"source": "configMap", "files": ["a.txt"]}}, "needs intel.configMap")
+    _fails({"intel": {"source": "existingClaim", "files": ["a.txt"]}}, "needs intel.existingClaim")
+    _fails({"intel": {"source": "fetcher", "files": ["a.txt"]}}, "needs intel.fetcher.urls")
+    _fails({"intel": {"source": "configMap", "configMap": "x"}}, "needs intel.files or intel.tables")
+    _fails({"intel": {"source": "configMap", "configMap": "x", "files": ["a.txt"]},
+            "config": {"intel": {"files": ["/etc/x"]}}}, "config.intel.files is set by the chart")
+    _fails({"intel": {"source": "configMap", "configMap": "x", "files": ["a.txt"]},
+            "config": {"tables": [{"path": "/etc/t.csv"}]}}, "config.tables is set by the chart")
+    _fails({"intel": {"source": "configMap", "configMap": "x", "files": ["../etc/passwd"]}}, "")
+    _fails({"intel": {"source": "fetcher", "files": ["a.txt"],
+                      "fetcher": {"urls": [{"name": "a.txt", "url": "https://x/'; rm -rf /'"}]}}}, "")
+    _fails({"extraVolumes": [{"name": "intel", "emptyDir": {}}]}, "extraVolumes.*intel")
+

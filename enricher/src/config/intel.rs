@@ -18,6 +18,16 @@ pub struct IntelConfig {
     /// The member that lists a record's matches, written only when
     /// something matched.
     pub field: String,
+    /// How often the indicator files and the `[[tables]]` files are checked
+    /// for a replacement, in milliseconds (0: never). A replacement is read
+    /// and checked before it is swapped in; a bad one is rejected and the
+    /// old set keeps serving.
+    pub reload_interval_ms: u64,
+    /// Fields holding file hashes (MD5, SHA-1, SHA-256 hex), matched
+    /// exactly against hash indicators, case aside; read only when
+    /// indicator files are set. Zeek files `md5`, `sha1`, `sha256`, x509
+    /// `fingerprint`.
+    pub hash_fields: Vec<String>,
 }
 
 impl Default for IntelConfig {
@@ -25,6 +35,10 @@ impl Default for IntelConfig {
         Self {
             files: Vec::new(),
             field: "_intel".into(),
+            reload_interval_ms: 30_000,
+            hash_fields: ["md5", "sha1", "sha256", "fingerprint"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -33,6 +47,12 @@ impl IntelConfig {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
         if self.field.is_empty() {
             return Err(ConfigError::new("intel.field", "must not be empty"));
+        }
+        if self.hash_fields.iter().any(String::is_empty) {
+            return Err(ConfigError::new(
+                "intel.hash_fields",
+                "field names must not be empty",
+            ));
         }
         Ok(())
     }

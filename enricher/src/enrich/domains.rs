@@ -7,7 +7,8 @@
 //!            moka, per kind: value -> Arc<Named> --miss--> domain::homogenise + Psl::parts
 //!                                          |                 or domain::url_parts
 //!                                          v
-//!                      (field, fragment) in the scratch; the writer splices them
+//!                      (field, fragment, match key) in the scratch; the writer
+//!                      splices the fragment and matches the key (see `matches`)
 //! ```
 //!
 //! Names repeat far more than addresses (a few thousand names make most of a
@@ -25,6 +26,7 @@ use crate::config::{DomainsConfig, UrlsConfig};
 use crate::domain::{self, Psl};
 use crate::geoip::{Stamp, stamp};
 use crate::metrics as m;
+use crate::intel::url_key;
 use crate::record::json;
 use crate::record::{Found, FoundKind};
 use crate::splice::{Attr, Fragment, FragmentBuilder};
@@ -51,6 +53,20 @@ pub(super) struct Named {
     pub(super) fragment: Fragment,
     /// The value is not a name (or URL): counted once per record written.
     pub(super) invalid: bool,
+    /// The form indicators and tables are matched in.
+    pub(super) key: Key,
+}
+
+/// The form a value is matched against indicators and tables in, worked
+/// out once per cached value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Key {
+    /// Nothing to match (not a string, not a name).
+    None,
+    /// A homogenised host name: domain indicators, domain-keyed tables.
+    Name(Box<str>),
+    /// A URL in the form URL indicators are kept in (`intel::url_key`).
+    Url(Box<str>),
 }
 
 type Cache = moka::sync::Cache<Box<str>, Arc<Named>, foldhash::fast::RandomState>;
@@ -154,6 +170,7 @@ impl Domains {
             other: Arc::new(Named {
                 fragment: b.build(),
                 invalid: true,
+                key: Key::None,
             }),
         })
     }
@@ -226,6 +243,7 @@ impl Domains {
         }
         let generation = self.generation.load(Ordering::Acquire);
         let mut b = FragmentBuilder::default();
+        let mut key = Key::None;
         let invalid = match domain::homogenise(raw, reversed) {
             Ok(name) => {
                 b.str(Attr::HostName, &name);
@@ -240,13 +258,14 @@ impl Domains {
                         b.str(attr, part);
                     }
                 }
+                key = Key::Name(name.into_boxed_str());
                 false
             }
             // An address in a host field is not a broken name.
             Err(domain::NotADomain::Address) => false,
             Err(_) => self.invalid(&mut b),
         };
-        self.keep(cache, raw, b, invalid, generation)
+        self.keep(cache, raw, b, invalid, key, generation)
     }
 
     /// The parts of an absolute URL.
@@ -279,7 +298,8 @@ impl Domains {
             }
             None => self.invalid(&mut b),
         };
-        self.keep(&self.urls, raw, b, invalid, generation)
+        let key = url_key(raw).map_or(Key::None, |k| Key::Url(k.into_boxed_str()));
+        self.keep(&self.urls, raw, b, invalid, key, generation)
     }
 
     /// Marks a value that is neither a name nor a URL: `domain_status:
@@ -299,11 +319,13 @@ impl Domains {
         raw: &str,
         mut b: FragmentBuilder,
         invalid: bool,
+        key: Key,
         generation: u64,
     ) -> Arc<Named> {
         let named = Arc::new(Named {
             fragment: b.build(),
             invalid,
+            key,
         });
         if self.generation.load(Ordering::Acquire) == generation {
             cache.insert(raw.into(), Arc::clone(&named));
@@ -366,7 +388,7 @@ impl Domains {
 }
 
 /// The string value of a found field, unescaped into `text` when needed.
-fn string<'a>(input: &'a [u8], f: &Found, text: &'a mut String) -> Option<&'a str> {
+pub(super) fn string<'a>(input: &'a [u8], f: &Found, text: &'a mut String) -> Option<&'a str> {
     let FoundKind::Str {
         start,
         end,

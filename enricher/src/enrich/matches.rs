@@ -2,9 +2,15 @@
 //! written as part of its splice.
 //!
 //! ```text
-//! hits (field, address) --> IntelSet::ip / ::domain(PTR) --> "_intel":[{..},..]
-//!                       '--> Table::ip (longest prefix) --> "<field>_<column>":".."
+//! addresses (field, address) --> IntelSet::ip / ::domain(PTR) --> "_intel":[{..},..]
+//! names     (field, key)     --> IntelSet::domain (parent too) / ::url_by_key
+//! hashes    (field, value)   --> IntelSet::hash
+//! addresses, names           --> Table::ip (longest prefix) / ::domain (parent too)
+//!                                --> "<field>_<column>":".."
 //! ```
+//!
+//! A name's key (its homogenised form, or a URL's `intel::url_key`) is
+//! worked out once per value and cached with its parts (see `domains`).
 //!
 //! Nothing is cached: a lookup is a few hash probes, cheaper than a cache
 //! entry would be, and a reload is one atomic swap of [`Lists`].
@@ -13,15 +19,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::domains::{self, Key};
 use crate::intel::{Indicator, IntelSet, Kind, Table};
 use crate::metrics as m;
+use crate::record::Found;
 use crate::splice::{Splice, write_str};
 
 /// The loaded indicator set and tables, swapped whole on reload.
 #[derive(Debug)]
 pub struct Lists {
     set: Arc<IntelSet>,
-    tables: Vec<Table>,
+    tables: Vec<Arc<Table>>,
     /// `"<intel.field>"` as JSON.
     member: Vec<u8>,
     /// Per table, per field, per column: `"<field><sep><column>"` as JSON.
@@ -34,7 +42,7 @@ impl Lists {
     /// Lists for the given fields (by index, as the enricher numbers them).
     pub fn new(
         set: Arc<IntelSet>,
-        tables: Vec<Table>,
+        tables: Vec<Arc<Table>>,
         member: &str,
         fields: &[impl AsRef<str>],
         separator: &str,
@@ -77,6 +85,11 @@ impl Lists {
         &self.set
     }
 
+    /// The tables, in `[[tables]]` order.
+    pub fn tables(&self) -> &[Arc<Table>] {
+        &self.tables
+    }
+
     /// Sets the indicator-count and age gauges.
     pub fn publish_gauges(&self) {
         for kind in Kind::ALL {
@@ -92,23 +105,34 @@ impl Lists {
         }
     }
 
-    /// Writes the table attributes and the `_intel` member for `hits`
-    /// (field index, address, PTR name, whether the field is a list);
-    /// returns whether any indicator matched. `buf` is reused.
-    pub fn write<'a>(
+    /// Writes the table attributes and the `_intel` member of a record:
+    /// `ips` (field index, address, PTR name, whether the field is a
+    /// list), `names` (field index, the name or URL key of a name or URL
+    /// field) and `hashes` (field index, value); returns whether any
+    /// indicator matched. `buf` is reused.
+    pub(super) fn write<'a>(
         &self,
-        hits: impl Iterator<Item = (usize, IpAddr, Option<&'a str>, bool)> + Clone,
+        ips: impl Iterator<Item = (usize, IpAddr, Option<&'a str>, bool)> + Clone,
+        names: impl Iterator<Item = (usize, &'a Key)> + Clone,
+        hashes: impl Iterator<Item = (usize, &'a str)>,
         fields: &[impl AsRef<str>],
         splice: &mut Splice<'_, '_>,
         buf: &mut Vec<u8>,
     ) -> bool {
         for (t, table) in self.tables.iter().enumerate() {
-            for (field, ip, _, array) in hits.clone() {
-                if array {
-                    continue;
-                }
-                let Some(row) = table.ip(ip) else { continue };
-                let Some(keys) = self.table_keys.get(t).and_then(|k| k.get(field)) else {
+            let Some(keys) = self.table_keys.get(t) else {
+                continue;
+            };
+            let ip_rows = ips
+                .clone()
+                .filter(|&(_, _, _, array)| !array)
+                .filter_map(|(field, ip, _, _)| Some((field, table.ip(ip)?)));
+            let name_rows = names.clone().filter_map(|(field, key)| match key {
+                Key::Name(name) => Some((field, table.domain(name)?)),
+                _ => None,
+            });
+            for (field, row) in ip_rows.chain(name_rows) {
+                let Some(keys) = keys.get(field) else {
                     continue;
                 };
                 for (key, value) in keys.iter().zip(row) {
@@ -120,7 +144,8 @@ impl Lists {
                 }
             }
         }
-        if self.set.is_empty() {
+        let set = &*self.set;
+        if set.is_empty() {
             return false;
         }
         buf.clear();
@@ -136,14 +161,29 @@ impl Lists {
             )
             .increment(1);
         };
-        for (field, ip, ptr, _) in hits {
-            let name = fields.get(field).map_or("", |f| f.as_ref());
-            for ind in self.set.ip(ip).into_iter().flatten() {
-                add(ind, name, buf);
+        let name_of = |field: usize| fields.get(field).map_or("", |f| f.as_ref());
+        for (field, ip, ptr, _) in ips {
+            for ind in set.ip(ip).into_iter().flatten() {
+                add(ind, name_of(field), buf);
             }
-            if let Some(ind) = ptr.and_then(|p| self.set.domain(p)) {
+            if let Some(ind) = ptr.and_then(|p| set.domain(p)) {
                 let ptr_field = self.ptr_fields.get(field).map_or("", String::as_str);
                 add(ind, ptr_field, buf);
+            }
+        }
+        for (field, key) in names {
+            let found = match key {
+                Key::Name(name) => set.domain(name),
+                Key::Url(url) => set.url_by_key(url),
+                Key::None => None,
+            };
+            if let Some(ind) = found {
+                add(ind, name_of(field), buf);
+            }
+        }
+        for (field, hash) in hashes {
+            if let Some(ind) = set.hash(hash) {
+                add(ind, name_of(field), buf);
             }
         }
         if any {
@@ -151,5 +191,50 @@ impl Lists {
             splice.member(&self.member, buf);
         }
         any
+    }
+}
+
+/// The values of a record's hash fields, copied one after the other into
+/// one reused buffer (a value may need unescaping).
+#[derive(Debug, Default)]
+pub(super) struct Hashes {
+    text: String,
+    /// (field, start, end) of each value in `text`.
+    spans: Vec<(u16, usize, usize)>,
+}
+
+impl Hashes {
+    /// Forgets the last record's values.
+    pub(super) fn clear(&mut self) {
+        self.text.clear();
+        self.spans.clear();
+    }
+
+    /// Copies the string values of the scanned fields that `is_hash` marks
+    /// (by field index); `scratch` is for unescaping.
+    pub(super) fn collect(
+        &mut self,
+        input: &[u8],
+        found: &[Found],
+        is_hash: &[bool],
+        scratch: &mut String,
+    ) {
+        for f in found {
+            if !is_hash.get(usize::from(f.field)).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Some(value) = domains::string(input, f, scratch) {
+                let start = self.text.len();
+                self.text.push_str(value);
+                self.spans.push((f.field, start, self.text.len()));
+            }
+        }
+    }
+
+    /// (field index, value) of each value collected.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.spans
+            .iter()
+            .map(|&(f, a, b)| (usize::from(f), self.text.get(a..b).unwrap_or_default()))
     }
 }

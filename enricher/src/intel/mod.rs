@@ -401,6 +401,20 @@ impl IntelSet {
             .and_then(|&i| self.get(i))
     }
 
+    /// The indicator for a URL already in its homogenised form
+    /// ([`url_key`]), as the enricher caches it per value.
+    pub fn url_by_key(&self, key: &str) -> Option<&Indicator> {
+        if self.urls.is_empty() {
+            return None;
+        }
+        self.urls.get(key).and_then(|&i| self.get(i))
+    }
+
+    /// Whether the set holds indicators of this kind.
+    pub fn has(&self, kind: Kind) -> bool {
+        self.counts[kind as usize] > 0
+    }
+
     /// The indicator for a hash, compared in lowercase.
     pub fn hash(&self, hash: &str) -> Option<&Indicator> {
         if self.hashes.is_empty() {

@@ -331,8 +331,12 @@ fn is_hash(value: &str) -> bool {
 }
 
 /// Letters, digits, `-`, `_` and dots, with at least one dot or a trailing
-/// dot-free single label that is not numeric.
+/// dot-free single label that is not numeric; or an internationalised
+/// name that IDNA maps to such a name.
 fn is_domain(value: &str) -> bool {
+    if !value.is_ascii() {
+        return crate::domain::homogenise(value, false).is_ok();
+    }
     let v = value.strip_suffix('.').unwrap_or(value);
     !v.is_empty()
         && v.len() <= 253
@@ -380,19 +384,28 @@ pub(super) fn split_csv(line: &str, cells: &mut Vec<String>) -> Result<(), Strin
     Ok(())
 }
 
-/// The form a domain is matched in: lowercase, without a trailing dot.
-/// The one place to change when domains are homogenised further (IDNA,
-/// public suffixes).
+/// The form a domain is matched in: lowercase, without a trailing dot;
+/// a name that is not plain ASCII is homogenised as name fields are
+/// ([`crate::domain::homogenise`]: IDNA to punycode), so `bücher.example`
+/// in a feed matches `xn--bcher-kva.example` in a record. A plain name
+/// that is already lowercase (a record's homogenised name) is borrowed.
 pub fn domain_key(name: &str) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
     let name = name.trim();
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() {
         return None;
     }
-    Some(if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    let plain = name
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    Some(if !plain {
+        crate::domain::homogenise(name, false)
+            .map_or_else(|_| Cow::Owned(name.to_lowercase()), Cow::Owned)
+    } else if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
     } else {
-        std::borrow::Cow::Borrowed(name)
+        Cow::Borrowed(name)
     })
 }
 
@@ -559,6 +572,15 @@ http://bad.example/x\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b78
     fn homogenised_forms() {
         assert_eq!(domain_key("Evil.Example.").as_deref(), Some("evil.example"));
         assert_eq!(domain_key(" ."), None);
+        assert_eq!(
+            domain_key("Bücher.Example").as_deref(),
+            Some("xn--bcher-kva.example"),
+            "IDNA, as name fields are homogenised"
+        );
+        assert!(matches!(
+            domain_key("evil.example"),
+            Some(std::borrow::Cow::Borrowed(_))
+        ));
         assert_eq!(
             url_key("HTTPS://Evil.Example:443/").as_deref(),
             Some("evil.example")
