@@ -425,20 +425,7 @@ impl Enricher {
         interval: Duration,
     ) -> tokio::task::JoinHandle<()> {
         let enricher = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let enricher = Arc::clone(&enricher);
-                if tokio::task::spawn_blocking(move || enricher.reload_public_suffix_list())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        })
+        crate::reload::spawn_poller(interval, move || enricher.reload_public_suffix_list())
     }
 
     /// Puts indicator sets and tables in use (or none), atomically: a

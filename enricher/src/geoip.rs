@@ -18,7 +18,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +29,7 @@ use maxminddb::Reader;
 
 use crate::config::{DbAttributes, GeoIpConfig};
 use crate::metrics as m;
+use crate::reload::{Stamp, stamp};
 use crate::splice::{Attr, FragmentBuilder};
 
 mod decode;
@@ -259,25 +260,6 @@ impl Loaded {
         decode::decode(&found, fields, style, out)?;
         Ok(true)
     }
-}
-
-/// Identity of a file on disk, to notice a replacement without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-/// The file's [`Stamp`]; `None` when it cannot be read (gone, for now).
-pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode: meta.ino(),
-    })
 }
 
 struct Db {
@@ -591,20 +573,7 @@ impl GeoIp {
     /// with the runtime.
     pub fn spawn_watcher(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let geo = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let geo = Arc::clone(&geo);
-                if tokio::task::spawn_blocking(move || geo.reload_changed())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        })
+        crate::reload::spawn_poller(interval, move || geo.reload_changed())
     }
 }
 

@@ -35,6 +35,7 @@ pub mod pipe;
 pub mod process;
 pub mod record;
 pub mod redrive;
+mod reload;
 pub mod secrets;
 pub mod splice;
 pub mod stats;

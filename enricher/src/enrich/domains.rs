@@ -24,11 +24,11 @@ use arc_swap::ArcSwap;
 
 use crate::config::{DomainsConfig, UrlsConfig};
 use crate::domain::{self, Psl};
-use crate::geoip::{Stamp, stamp};
-use crate::metrics as m;
 use crate::intel::url_key;
+use crate::metrics as m;
 use crate::record::json;
 use crate::record::{Found, FoundKind};
+use crate::reload::{Stamp, stamp};
 use crate::splice::{Attr, Fragment, FragmentBuilder};
 
 /// What a scanned field holds, for this module.

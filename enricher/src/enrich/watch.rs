@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use super::Enricher;
 use crate::config::{Config, ConfigError, TableConfig};
-use crate::geoip::{Stamp, stamp};
 use crate::intel::{IntelSet, Table};
 use crate::metrics as m;
+use crate::reload::{Stamp, stamp};
 
 /// The files behind the lists in use, and how they looked when last read.
 #[derive(Debug)]
@@ -175,20 +175,7 @@ impl ListsWatcher {
     /// with the runtime.
     pub fn spawn(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let watcher = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let watcher = Arc::clone(&watcher);
-                if tokio::task::spawn_blocking(move || watcher.reload_changed())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        })
+        crate::reload::spawn_poller(interval, move || watcher.reload_changed())
     }
 }
 
