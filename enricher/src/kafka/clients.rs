@@ -146,6 +146,13 @@ fn consumer_config(config: &Config) -> ClientConfig {
             "statistics.interval.ms",
             config.worker.stats_interval_ms.to_string(),
         );
+    if config.kafka.inputs().len() > 1 || config.kafka.has_pattern() {
+        // librdkafka's default (range) hands out each topic on its own, so
+        // partition 0 of every small topic lands on the same worker and a
+        // second worker of one-partition topics gets nothing; round robin
+        // deals the partitions of all the topics out together.
+        c.set("partition.assignment.strategy", "roundrobin");
+    }
     if config.kafka.has_pattern() {
         // A pattern sees a new topic only when the metadata is refreshed:
         // librdkafka's 5 minutes is long for a new log type to wait, and
@@ -315,11 +322,12 @@ mod tests {
         let c = consumer_config(&config);
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("500"));
         assert_eq!(c.get("topic.metadata.refresh.interval.ms"), None);
+        assert_eq!(c.get("partition.assignment.strategy"), None);
         assert_eq!(c.get("fetch.wait.max.ms"), Some("500"));
     }
 
     #[test]
-    fn a_pattern_subscription_refreshes_its_metadata_every_30_seconds_unless_configured() {
+    fn several_topics_are_dealt_round_robin_and_a_pattern_refreshes_every_30_seconds() {
         let mut config = Config::default();
         config.kafka.input_topics = vec!["bro_conn".into(), "^bro_.*".into()];
         let c = consumer_config(&config);
@@ -327,6 +335,7 @@ mod tests {
             c.get("topic.metadata.refresh.interval.ms"),
             Some(PATTERN_METADATA_REFRESH_MS)
         );
+        assert_eq!(c.get("partition.assignment.strategy"), Some("roundrobin"));
         config
             .kafka
             .consumer_properties
