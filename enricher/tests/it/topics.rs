@@ -11,7 +11,7 @@ use test_support::kafka::{Kafka, MockKafka, Tansu};
 
 use super::chaos::metric;
 use super::faults::{
-    Feeder, Proc, every_id_out, sum, topics, wait_committed_to_end, write_run_config,
+    Feeder, Proc, every_id_out, sum, topics, wait_committed_to_end, write_run_config_with,
 };
 use super::kafka::wait_until;
 use super::*;
@@ -19,7 +19,12 @@ use super::*;
 /// The worker's config file, its metadata refreshed every second so that
 /// a pattern sees a new topic soon.
 fn write_config(dbs: &Dbs) -> PathBuf {
-    let path = write_run_config(dbs);
+    write_config_with(dbs, "")
+}
+
+/// As [`write_config`], with `extra` TOML tables appended.
+pub(super) fn write_config_with(dbs: &Dbs, extra: &str) -> PathBuf {
+    let path = write_run_config_with(dbs, extra);
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "[kafka.consumer_properties]\n",
         "[kafka.consumer_properties]\n\"topic.metadata.refresh.interval.ms\" = \"1000\"\n",
