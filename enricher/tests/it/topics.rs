@@ -198,3 +198,53 @@ fn tansu_a_killed_worker_of_three_topics_is_replaced_and_every_id_of_every_topic
     let kafka = Tansu::start().expect("starting tansu (scripts/tansu.sh installs it)");
     a_killed_worker_of_three_topics_loses_no_id(&kafka, "tkill", 5_000);
 }
+
+#[test]
+fn topic_settings_that_do_not_fit_exit_64_naming_the_key() {
+    for (args, key) in [
+        (vec!["run", "--no-dns"], "kafka.input_topic"),
+        (
+            vec![
+                "run",
+                "--no-dns",
+                "--input-topic",
+                "a",
+                "--input-topics",
+                "b,c",
+            ],
+            "kafka.input_topics",
+        ),
+        (
+            vec![
+                "run",
+                "--no-dns",
+                "--input-topics",
+                "^bro_.*",
+                "--output-topic",
+                "out",
+            ],
+            "kafka.output_topic",
+        ),
+        (
+            vec![
+                "run",
+                "--no-dns",
+                "--input-topics",
+                "a,b",
+                "--dlq-topic",
+                "dead",
+            ],
+            "kafka.dlq_topic",
+        ),
+        (
+            vec!["run", "--no-dns", "--input-topics", "a,a_enr"],
+            "kafka.input_topics",
+        ),
+    ] {
+        let out = super::pipe::run(&args, b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(key), "{args:?}: {stderr}");
+    }
+}
