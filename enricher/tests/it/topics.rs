@@ -248,3 +248,34 @@ fn topic_settings_that_do_not_fit_exit_64_naming_the_key() {
         assert!(stderr.contains(key), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn two_workers_of_three_one_partition_topics_both_get_work() {
+    let kafka = MockKafka::start(1).unwrap();
+    let names: Vec<String> = ["p", "q", "r"].iter().map(|t| format!("rr_{t}")).collect();
+    let n = 300;
+    for t in &names {
+        topics(&kafka, t, 1);
+        kafka.produce(t, 1, super::kafka::records(0, n)).unwrap();
+    }
+    let dbs = write_dbs();
+    let config = write_config(&dbs);
+    let (group, list) = ("g-rr", names.join(","));
+    let a = Proc::spawn_topics("a", &kafka, group, &list, &config);
+    let b = Proc::spawn_topics("b", &kafka, group, &list, &config);
+    // Range assignment would give every partition 0 to one of them.
+    let received = |p: &Proc| metric(&p.get("/metrics").1, "enricher_records_received_total", &[]);
+    for t in &names {
+        wait_committed_to_end(&kafka, group, t, 1);
+    }
+    wait_until(
+        "both workers to have taken records",
+        Duration::from_secs(20),
+        || received(&a).is_some_and(|v| v > 0.0) && received(&b).is_some_and(|v| v > 0.0),
+    );
+    a.stop();
+    b.stop();
+    for t in &names {
+        every_id_out(&kafka, t, 1, n, t);
+    }
+}
