@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
-use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 use super::streak::{Messages, Streak};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, is_pattern};
 use crate::metrics as m;
 
 /// librdkafka's global errors, said once per streak.
@@ -180,12 +180,23 @@ pub(super) fn consumer<C: ConsumerContext>(
 
 /// Creates the consumer and the producer exactly as [`run`] would, and drops
 /// them: librdkafka checks every property then (a bad value, a TLS file it
-/// cannot load, a SASL mechanism it does not have) without reaching a broker.
+/// cannot load, a SASL mechanism it does not have) without reaching a broker,
+/// and compiles each pattern of `kafka.input_topics` in its own dialect.
 /// The binary calls it before binding any port; the error names the property.
 pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
     let consumer: BaseConsumer<Quiet> = consumer_config(config)
         .create_with_context(Quiet)
         .map_err(|e| client_error(config, "consumer", &e))?;
+    for pattern in config.kafka.inputs().into_iter().filter(|t| is_pattern(t)) {
+        let refused = consumer.subscribe(&[pattern]).is_err();
+        consumer.unsubscribe();
+        if refused {
+            return Err(ConfigError::new(
+                "kafka.input_topics",
+                format!("librdkafka cannot read {pattern:?} as a regular expression"),
+            ));
+        }
+    }
     drop(consumer);
     let producer: rdkafka::producer::BaseProducer<Quiet> = producer_config(config)
         .create_with_context(Quiet)

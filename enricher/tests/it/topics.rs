@@ -240,6 +240,10 @@ fn topic_settings_that_do_not_fit_exit_64_naming_the_key() {
             vec!["run", "--no-dns", "--input-topics", "a,a_enr"],
             "kafka.input_topics",
         ),
+        (
+            vec!["run", "--no-dns", "--input-topics", "^bro_("],
+            "kafka.input_topics",
+        ),
     ] {
         let out = super::pipe::run(&args, b"");
         assert_eq!(out.status.code(), Some(64), "{args:?}");
