@@ -31,9 +31,13 @@ pub struct Core {
 
 impl Drop for Core {
     fn drop(&mut self) {
-        for w in [&self.geoip_watcher, &self.suffix_watcher, &self.lists_watcher]
-            .into_iter()
-            .flatten()
+        for w in [
+            &self.geoip_watcher,
+            &self.suffix_watcher,
+            &self.lists_watcher,
+        ]
+        .into_iter()
+        .flatten()
         {
             w.abort();
         }

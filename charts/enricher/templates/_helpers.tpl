@@ -138,6 +138,21 @@ Fails the render on any inconsistent value.
 {{- $v := $root.Values -}}
 {{- $t := .topic -}}
 {{- if not $t.name }}{{ fail "topics[].name (the input topic) is required" }}{{ end -}}
+{{- /* a shared worker: several input topics (or a pattern), `name` names the worker */ -}}
+{{- $inputs := $t.inputTopics | default list -}}
+{{- $shared := gt (len $inputs) 0 -}}
+{{- if and $shared (or $t.outputTopic $t.dlqTopic) -}}
+{{- fail (printf "topic %s: outputTopic and dlqTopic name one topic's output; a shared worker (inputTopics) uses config.kafka.output_topic_template and dlq_topic_template" $t.name) -}}
+{{- end -}}
+{{- $res := list -}}
+{{- range $i := $inputs -}}
+{{- if hasPrefix "^" $i -}}
+{{- $res = append $res ($i | trimPrefix "^" | trimSuffix "$") -}}
+{{- else -}}
+{{- $res = append $res (regexQuoteMeta $i) -}}
+{{- end -}}
+{{- end -}}
+{{- $topicRegex := ternary (join "|" $res) (regexQuoteMeta $t.name) $shared -}}
 {{- $id := $t.id | default ($t.name | lower | replace "_" "-" | replace "." "-") | trunc 20 | trimSuffix "-" -}}
 {{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $id) -}}
 {{- fail (printf "topic %q: cannot derive a Kubernetes name from it; set topics[].id" $t.name) -}}
@@ -175,7 +190,7 @@ Fails the render on any inconsistent value.
 {{- range $s := list "kafka" "worker" "redis" "geoip" -}}
 {{- if not (hasKey $cfg $s) }}{{ $_ := set $cfg $s dict }}{{ end -}}
 {{- end -}}
-{{- range $k := list "brokers" "group_id" "input_topic" "output_topic" "dlq_topic" -}}
+{{- range $k := list "brokers" "group_id" "input_topic" "input_topics" "output_topic" "dlq_topic" -}}
 {{- if hasKey $cfg.kafka $k }}{{ fail (printf "topic %s: config.kafka.%s is set by the chart; use kafka.* / topics[] values" $t.name $k) }}{{ end -}}
 {{- end -}}
 {{- if hasKey $cfg.redis "url" }}{{ fail "config.redis.url is set by the chart; use redis.url or redis.urlSecret" }}{{ end -}}
@@ -185,9 +200,13 @@ Fails the render on any inconsistent value.
 {{- $k := $cfg.kafka -}}
 {{- $_ := set $k "brokers" $v.kafka.brokers -}}
 {{- $_ := set $k "group_id" $group -}}
+{{- if $shared -}}
+{{- $_ := set $k "input_topics" $inputs -}}
+{{- else -}}
 {{- $_ := set $k "input_topic" $t.name -}}
 {{- $_ := set $k "output_topic" $output -}}
 {{- $_ := set $k "dlq_topic" $dlq -}}
+{{- end -}}
 {{- range $m := list "properties" "consumer_properties" "producer_properties" -}}
 {{- $props := dict -}}
 {{- range $pk, $pv := (get $k $m | default dict) -}}
@@ -276,7 +295,7 @@ Fails the render on any inconsistent value.
 {{- $graceMs := ternary 25000 $cfg.worker.shutdown_grace_ms (kindOf $cfg.worker.shutdown_grace_ms | eq "invalid") -}}
 {{- $grace := add (ceil (divf $graceMs 1000) | int64) $v.terminationGraceExtraSeconds -}}
 {{- $resources := $t.resources | default $v.resources -}}
-{{- $ctx := dict "id" $id "name" $t.name "fullname" $fullname "outputTopic" $output "dlqTopic" $dlq "groupId" $group "partitions" $partitions "replicas" $replicas "hpa" $hpa "keda" $keda "port" $port "terminationGrace" $grace "resources" $resources -}}
+{{- $ctx := dict "id" $id "name" $t.name "shared" $shared "inputs" $inputs "topicRegex" $topicRegex "fullname" $fullname "outputTopic" $output "dlqTopic" $dlq "groupId" $group "partitions" $partitions "replicas" $replicas "hpa" $hpa "keda" $keda "port" $port "terminationGrace" $grace "resources" $resources -}}
 {{- $_ := set $ctx "toml" (include "enricher.toml.document" $cfg) -}}
 {{- toJson $ctx -}}
 {{- end -}}

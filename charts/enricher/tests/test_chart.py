@@ -148,6 +148,20 @@ VALUE_SETS: dict[str, dict] = {
         "intel": {"source": "configMap", "configMap": "intel-small", "files": ["feed.csv"]},
         "topics": [{"name": "bro_conn", "partitions": 2}],
     },
+    # A dedicated worker for the big topic, a shared one for a list of small
+    # ones (KEDA on their summed lag) and one for a pattern (HPA on lag).
+    "shared-small-topics": {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "config": {"kafka": {"output_topic_template": "{topic}_enr"}},
+        "topics": [
+            {"name": "bro_conn", "partitions": 12, "autoscaling": {"keda": {"enabled": True}}},
+            {"name": "small-logs", "inputTopics": ["bro_dhcp", "bro_ntp", "suricata.flow"], "partitions": 3,
+             "autoscaling": {"keda": {"enabled": True, "lagThreshold": 2000}}},
+            {"name": "x509", "inputTopics": ["^bro_x509.*"], "partitions": 4,
+             "autoscaling": {"hpa": {"enabled": True, "lagPerReplica": 5000}}},
+        ],
+    },
 }
 
 
@@ -181,6 +195,16 @@ def worker_toml(objs: list[dict], deployment: dict) -> dict:
     cm_name = next(v["configMap"]["name"] for v in vols if v["name"] == "config")
     cm = next(o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == cm_name)
     return tomllib.loads(cm["data"]["enricher.toml"])
+
+
+def worker_name(objs: list[dict], deployment: dict) -> str:
+    """The topics[] entry's name of a Deployment: its input topic, or a
+    shared worker's name (whose TOML lists input_topics instead)."""
+    kafka = worker_toml(objs, deployment)["kafka"]
+    if "input_topics" in kafka:
+        assert "input_topic" not in kafka and "output_topic" not in kafka and "dlq_topic" not in kafka
+        return deployment["metadata"]["labels"]["enricher.example.invalid/topic"]
+    return kafka["input_topic"]
 
 
 def container(deployment: dict, name: str = "enricher") -> dict:
@@ -226,7 +250,7 @@ def test_one_deployment_configmap_service_per_topic(case):
     assert len(by_kind(objs, "Service")) == len(topics)
     worker_cms = [c for c in by_kind(objs, "ConfigMap") if "enricher.toml" in c.get("data", {})]
     assert len(worker_cms) == len(topics)
-    inputs = sorted(worker_toml(objs, d)["kafka"]["input_topic"] for d in deps)
+    inputs = sorted(worker_name(objs, d) for d in deps)
     assert inputs == sorted(t["name"] for t in topics)
     names = [o["metadata"]["name"] for o in objs]
     for kind in ("Deployment", "Service", "ConfigMap", "PodDisruptionBudget"):
@@ -286,7 +310,7 @@ def test_scaling_never_above_partitions(case):
     for dep in by_kind(objs, "Deployment"):
         cfg = worker_toml(objs, dep)
         partitions[dep["metadata"]["name"]] = next(
-            t["partitions"] for t in merged_topics(values) if t["name"] == cfg["kafka"]["input_topic"])
+            t["partitions"] for t in merged_topics(values) if t["name"] == worker_name(objs, dep))
         if "replicas" in dep["spec"]:
             assert dep["spec"]["replicas"] <= partitions[dep["metadata"]["name"]]
     for so in by_kind(objs, "ScaledObject"):
@@ -298,7 +322,8 @@ def test_scaling_never_above_partitions(case):
         trig = so["spec"]["triggers"][0]
         assert trig["type"] == "kafka"
         cfg = worker_toml(objs, dep)
-        assert trig["metadata"]["topic"] == cfg["kafka"]["input_topic"]
+        # A shared worker's trigger names no topic: KEDA sums its group's lag.
+        assert trig["metadata"].get("topic") == cfg["kafka"].get("input_topic")
         assert trig["metadata"]["consumerGroup"] == cfg["kafka"]["group_id"]
     for hpa in by_kind(objs, "HorizontalPodAutoscaler"):
         assert hpa["spec"]["maxReplicas"] <= partitions[hpa["spec"]["scaleTargetRef"]["name"]]
@@ -312,6 +337,45 @@ def test_keda_case_has_scaledobjects():
     assert len(by_kind(objs, "TriggerAuthentication")) == 3
     assert len(by_kind(objs, "ServiceMonitor")) == 3
     assert not by_kind(objs, "HorizontalPodAutoscaler")
+
+
+def test_shared_worker_next_to_a_dedicated_one():
+    objs = render(copy.deepcopy(VALUE_SETS["shared-small-topics"]))
+    deps = {d["metadata"]["labels"]["enricher.example.invalid/topic"]: d for d in by_kind(objs, "Deployment")}
+    assert sorted(deps) == ["bro_conn", "small-logs", "x509"]
+    dedicated = worker_toml(objs, deps["bro_conn"])["kafka"]
+    assert (dedicated["input_topic"], dedicated["output_topic"]) == ("bro_conn", "bro_conn_enr")
+    shared = worker_toml(objs, deps["small-logs"])["kafka"]
+    assert shared["input_topics"] == ["bro_dhcp", "bro_ntp", "suricata.flow"]
+    assert shared["group_id"] == "enricher-small-logs"
+    assert shared["output_topic_template"] == "{topic}_enr"
+    assert worker_toml(objs, deps["x509"])["kafka"]["input_topics"] == ["^bro_x509.*"]
+    sos = {s["spec"]["scaleTargetRef"]["name"]: s for s in by_kind(objs, "ScaledObject")}
+    assert sos[deps["bro_conn"]["metadata"]["name"]]["spec"]["triggers"][0]["metadata"]["topic"] == "bro_conn"
+    shared_trig = sos[deps["small-logs"]["metadata"]["name"]]["spec"]["triggers"][0]["metadata"]
+    assert "topic" not in shared_trig and shared_trig["consumerGroup"] == "enricher-small-logs"
+    assert shared_trig["lagThreshold"] == "2000"
+    assert sos[deps["small-logs"]["metadata"]["name"]]["spec"]["maxReplicaCount"] == 3
+    (hpa,) = by_kind(objs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deps["x509"]["metadata"]["name"]
+    ext = next(m for m in hpa["spec"]["metrics"] if m["type"] == "External")["external"]
+    assert ext["metric"]["name"] == "acker_consumer_lag_records"
+    assert ext["metric"]["selector"]["matchLabels"] == {"enricher_topic": "x509"}
+    assert ext["target"] == {"type": "AverageValue", "averageValue": "5000"}
+    # Alerts and the dashboard cover the shared workers' topics by regex.
+    (rule,) = by_kind(objs, "PrometheusRule")
+    lag = next(r for r in rule["spec"]["groups"][0]["rules"] if r.get("alert") == "EnricherLagHigh")
+    assert r"bro_conn|bro_dhcp|bro_ntp|suricata\.flow|bro_x509.*" in lag["expr"]
+    dash = json.dumps([o for o in by_kind(objs, "ConfigMap") if "enricher.toml" not in o.get("data", {})])
+    assert "small-logs: bro_dhcp, bro_ntp, suricata.flow" in dash
+
+
+def test_shared_worker_refuses_a_fixed_output():
+    with pytest.raises(Exception, match="output_topic_template"):
+        render({"topics": [{"name": "small", "inputTopics": ["a", "b"], "partitions": 2, "outputTopic": "x"}]})
+    # The schema refuses it first; the template would too.
+    with pytest.raises(Exception, match="input_topics"):
+        render({"config": {"kafka": {"input_topics": ["a"]}}})
 
 
 def walk_keys(d, prefix=""):
@@ -528,7 +592,7 @@ def test_component_is_the_role_and_the_topic_has_its_own_selector_label(case):
             "enricher.example.invalid/topic-id",
         ]
         assert sel["app.kubernetes.io/component"] == "worker"
-        topic = worker_toml(objs, dep)["kafka"]["input_topic"]
+        topic = worker_name(objs, dep)
         assert sel["enricher.example.invalid/topic-id"] == dep["metadata"]["name"].removeprefix("fleet-enricher-")
         for labels in (dep["metadata"]["labels"], dep["spec"]["template"]["metadata"]["labels"]):
             assert labels["enricher.example.invalid/topic"] == topic

@@ -67,7 +67,9 @@ pub struct KafkaConfig {
     /// next metadata refresh (30 s unless `consumer_properties` sets
     /// `topic.metadata.refresh.interval.ms`). A matching topic shaped like
     /// an output (`output_topic_template`, `dlq_topic_template`, or a
-    /// redrive's `<dlq>_parked`) is never consumed.
+    /// redrive's `<dlq>_parked`) is never consumed. Partitions are dealt
+    /// out round robin over all the topics unless `consumer_properties`
+    /// sets `partition.assignment.strategy`.
     pub input_topics: Vec<String>,
     /// Where enriched records go, with one literal input topic only;
     /// default `output_topic_template` (`--output-topic`).

@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
-use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 
 use super::streak::{Messages, Streak};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, is_pattern};
 use crate::metrics as m;
 
 /// librdkafka's global errors, said once per streak.
@@ -146,6 +146,13 @@ fn consumer_config(config: &Config) -> ClientConfig {
             "statistics.interval.ms",
             config.worker.stats_interval_ms.to_string(),
         );
+    if config.kafka.inputs().len() > 1 || config.kafka.has_pattern() {
+        // librdkafka's default (range) hands out each topic on its own, so
+        // partition 0 of every small topic lands on the same worker and a
+        // second worker of one-partition topics gets nothing; round robin
+        // deals the partitions of all the topics out together.
+        c.set("partition.assignment.strategy", "roundrobin");
+    }
     if config.kafka.has_pattern() {
         // A pattern sees a new topic only when the metadata is refreshed:
         // librdkafka's 5 minutes is long for a new log type to wait, and
@@ -173,12 +180,23 @@ pub(super) fn consumer<C: ConsumerContext>(
 
 /// Creates the consumer and the producer exactly as [`run`] would, and drops
 /// them: librdkafka checks every property then (a bad value, a TLS file it
-/// cannot load, a SASL mechanism it does not have) without reaching a broker.
+/// cannot load, a SASL mechanism it does not have) without reaching a broker,
+/// and compiles each pattern of `kafka.input_topics` in its own dialect.
 /// The binary calls it before binding any port; the error names the property.
 pub fn check_clients(config: &Config) -> Result<(), ConfigError> {
     let consumer: BaseConsumer<Quiet> = consumer_config(config)
         .create_with_context(Quiet)
         .map_err(|e| client_error(config, "consumer", &e))?;
+    for pattern in config.kafka.inputs().into_iter().filter(|t| is_pattern(t)) {
+        let refused = consumer.subscribe(&[pattern]).is_err();
+        consumer.unsubscribe();
+        if refused {
+            return Err(ConfigError::new(
+                "kafka.input_topics",
+                format!("librdkafka cannot read {pattern:?} as a regular expression"),
+            ));
+        }
+    }
     drop(consumer);
     let producer: rdkafka::producer::BaseProducer<Quiet> = producer_config(config)
         .create_with_context(Quiet)
@@ -315,11 +333,12 @@ mod tests {
         let c = consumer_config(&config);
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("500"));
         assert_eq!(c.get("topic.metadata.refresh.interval.ms"), None);
+        assert_eq!(c.get("partition.assignment.strategy"), None);
         assert_eq!(c.get("fetch.wait.max.ms"), Some("500"));
     }
 
     #[test]
-    fn a_pattern_subscription_refreshes_its_metadata_every_30_seconds_unless_configured() {
+    fn several_topics_are_dealt_round_robin_and_a_pattern_refreshes_every_30_seconds() {
         let mut config = Config::default();
         config.kafka.input_topics = vec!["bro_conn".into(), "^bro_.*".into()];
         let c = consumer_config(&config);
@@ -327,6 +346,7 @@ mod tests {
             c.get("topic.metadata.refresh.interval.ms"),
             Some(PATTERN_METADATA_REFRESH_MS)
         );
+        assert_eq!(c.get("partition.assignment.strategy"), Some("roundrobin"));
         config
             .kafka
             .consumer_properties

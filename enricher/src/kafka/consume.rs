@@ -247,7 +247,7 @@ impl Loop {
             let newest = t.newest_ts.entry(partition).or_insert(ts);
             *newest = (*newest).max(ts);
         }
-        t.route.received.inc();
+        t.route.counts.received.inc();
         state.consumed += 1;
         if state.acker.total_in_flight() >= self.total {
             self.full_since.get_or_insert_with(Instant::now);

@@ -24,7 +24,8 @@ use std::thread::JoinHandle;
 
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 
-use super::produce::{Output, Route, Source};
+use super::produce::{Output, Source};
+use super::route::Route;
 use crate::enrich::{Enricher, Ready, Scratch};
 use crate::record::RecordError;
 

@@ -11,6 +11,7 @@
 //! partitions.rs consumer thread: settle: acks --> acker;  retries --> Output::resend (after a backoff)
 //! commit.rs    every tick:      acker.commits_due --> commit (sync) --> acker.committed
 //! rebalance.rs inside poll:     assign: a slot per partition (a route per new topic); revoke: hand off, drain, commit, release
+//! route.rs     a topic's output and dead-letter names (resolved at its first assignment) and counts
 //! clients.rs   the clients' configurations and their errors;  health.rs what the probes read
 //! ```
 //!
@@ -46,6 +47,7 @@ mod lane;
 mod partitions;
 mod produce;
 mod rebalance;
+mod route;
 mod streak;
 
 pub use clients::check_clients;

@@ -1,8 +1,8 @@
 //! The consumer thread's state, shared with the rebalance and statistics
 //! callbacks (which librdkafka runs on that thread inside `poll`): the
 //! acker, each input topic's route and partitions (which assignment slot
-//! each is in, whether it is paused), the batches not yet handed to their lanes, and the failed
-//! deliveries waiting to go again.
+//! each is in, whether it is paused), the batches not yet handed to their
+//! lanes, and the failed deliveries waiting to go again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
@@ -12,7 +12,8 @@ use acker::{AckResult, Acker, Epoch, TopicPartition};
 
 use super::health::Health;
 use super::lane::{Batch, Spares};
-use super::produce::{Deliveries, Output, Resends, Route, SLOT_MASK, unpack};
+use super::produce::{Deliveries, Output, Resends, SLOT_MASK, unpack};
+use super::route::Route;
 use super::streak::Streak;
 use crate::config::KafkaConfig;
 use crate::config::is_pattern;

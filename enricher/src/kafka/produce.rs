@@ -23,11 +23,11 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
 use super::clients::{self, CLIENT_ERRORS, error_label, log_client_error};
+use super::route::{Outcome, Route};
 use super::streak::{Backoff, Messages, Streak};
-use crate::config::{Config, ConfigError, KafkaConfig};
+use crate::config::{Config, ConfigError};
 use crate::metrics as m;
 use crate::record::RecordError;
-use crate::stats::Counter;
 
 /// The opaque of a produced record: assignment slot in the high 20 bits,
 /// then one bit set on a dead letter, then the offset in the low 43 (8.8
@@ -58,72 +58,6 @@ fn dead_letter_opaque(opaque: usize) -> usize {
 /// Whether an opaque is a dead letter's.
 fn is_dead_letter(opaque: usize) -> bool {
     opaque as u64 & DEAD_LETTER != 0
-}
-
-/// One input topic's output and dead-letter topics, resolved once when its
-/// first partition is assigned (no record formats a topic name), and the
-/// counts of its records, which the loop publishes with a `topic` label.
-#[derive(Debug)]
-pub(super) struct Route {
-    /// The input topic.
-    pub(super) input: Arc<str>,
-    /// Where its enriched records go.
-    pub(super) output: Arc<str>,
-    /// Where its dead letters go.
-    pub(super) dlq: Arc<str>,
-    /// Records taken.
-    pub(super) received: Counter,
-    /// Records delivered enriched.
-    pub(super) enriched: Counter,
-    /// Records delivered unchanged (passthrough, tombstones).
-    pub(super) passed: Counter,
-}
-
-impl Route {
-    /// The route of `input`, per the configuration.
-    pub(super) fn new(kafka: &KafkaConfig, input: &str) -> Self {
-        Self {
-            input: input.into(),
-            output: kafka.output_topic_for(input).into(),
-            dlq: kafka.dlq_topic_for(input).into(),
-            received: Counter::default(),
-            enriched: Counter::default(),
-            passed: Counter::default(),
-        }
-    }
-
-    /// Counts a delivered record.
-    pub(super) fn delivered(&self, outcome: Outcome) {
-        match outcome {
-            Outcome::Enriched => self.enriched.inc(),
-            Outcome::Passed => self.passed.inc(),
-            Outcome::Counted => {}
-        }
-    }
-
-    /// Copies the counts into the exporter (on the loop's tick).
-    pub(super) fn publish(&self) {
-        let topic = Arc::clone(&self.input);
-        metrics::counter!(m::RECORDS_RECEIVED, "topic" => Arc::clone(&topic))
-            .absolute(self.received.get());
-        metrics::counter!(m::RECORDS, "outcome" => "enriched", "topic" => Arc::clone(&topic))
-            .absolute(self.enriched.get());
-        metrics::counter!(m::RECORDS, "outcome" => "passed", "topic" => topic)
-            .absolute(self.passed.get());
-    }
-}
-
-/// How a delivered record counts: its route counts the first two when the
-/// report is settled; dead letters and dropped records are counted where
-/// they happen (they are rare, and carry a reason).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
-    /// Enriched and delivered.
-    Enriched,
-    /// Delivered unchanged.
-    Passed,
-    /// Counted already.
-    Counted,
 }
 
 /// A delivery report that succeeded: the record's opaque and outcome.

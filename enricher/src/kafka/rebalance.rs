@@ -125,6 +125,9 @@ impl ConsumerContext for WorkerContext {
             for (topic, partitions) in &assigned {
                 tracing::info!(topic, partitions = ?partitions, "Partitions assigned");
             }
+            if assigned.is_empty() {
+                tracing::info!(partitions = "[]", "Partitions assigned");
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `enricher redrive` against a real broker (the mock cluster and tansu):
 //! dead letters with the worker's headers go back to their source topic,
 //! counted by id; a second run moves nothing; a dry run moves nothing; the
-//! reason and time filters; parking after the last attempt.
+//! reason and time filters; parking after the last attempt; and dead
+//! letters a real worker of two topics wrote, back after a config fix.
 
 use std::process::Command;
 use std::time::Duration;
@@ -244,4 +245,72 @@ fn redrive_of_a_topic_that_does_not_exist_or_a_bad_time_fails_clearly() {
     let out = run(&["--from", "rx_nothing_dlq"]);
     assert_eq!(out.status.code(), Some(69));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+}
+
+/// Dead letters written by a real worker of two topics (records over
+/// `input.max_record_bytes`), redriven after the limit is raised: each goes
+/// back to its own source topic and the worker enriches it; every id of
+/// both topics comes out once.
+fn dead_letters_of_a_worker_come_back_after_a_fix(kafka: &impl Kafka, prefix: &str) {
+    use super::faults::{Proc, every_id_out, topics, wait_committed_to_end};
+    let (partitions, n, big) = (2, 200, 20);
+    let names = [format!("{prefix}_a"), format!("{prefix}_b")];
+    let pad = "x".repeat(2_000);
+    for t in &names {
+        topics(kafka, t, partitions);
+        kafka.create_topic(&format!("{t}_dlq"), 1).unwrap();
+        let records = super::kafka::records(0, n + big)
+            .into_iter()
+            .enumerate()
+            .map(|(id, r)| {
+                if id as u64 >= n {
+                    format!("{},\"pad\":\"{pad}\"}}", r.trim_end_matches('}'))
+                } else {
+                    r
+                }
+            });
+        kafka.produce(t, partitions, records).unwrap();
+    }
+    let dbs = super::write_dbs();
+    let group = format!("g-{prefix}");
+    let list = names.join(",");
+    let strict = super::topics::write_config_with(&dbs, "[input]\nmax_record_bytes = 1000\n");
+    let w = Proc::spawn_topics("strict", kafka, &group, &list, &strict);
+    for t in &names {
+        wait_committed_to_end(kafka, &group, t, partitions);
+    }
+    w.stop();
+    for t in &names {
+        let dlq = format!("{t}_dlq");
+        let dead = read(kafka, &dlq);
+        assert_eq!(dead.len() as u64, big, "{t}");
+        assert!(dead.iter().all(|d| {
+            d.header("enricher.source.topic").as_deref() == Some(t.as_str())
+                && d.header("enricher.reason").as_deref() == Some("too_large")
+        }));
+        let report = redrive(kafka, &["--from", &dlq]);
+        assert_eq!(report["redriven"], big, "{report}");
+    }
+    let fixed = super::topics::write_config_with(&dbs, "");
+    let w = Proc::spawn_topics("fixed", kafka, &group, &list, &fixed);
+    for t in &names {
+        wait_committed_to_end(kafka, &group, t, partitions);
+    }
+    w.stop();
+    for t in &names {
+        let dups = every_id_out(kafka, t, partitions, n + big, &format!("redriven {t}"));
+        assert!(dups.is_empty(), "{t}: {} duplicates", dups.len());
+    }
+}
+
+#[test]
+fn dead_letters_of_a_worker_of_two_topics_come_back_after_a_fix() {
+    let kafka = MockKafka::start(1).unwrap();
+    dead_letters_of_a_worker_come_back_after_a_fix(&kafka, "rdw");
+}
+
+#[test]
+fn tansu_dead_letters_of_a_worker_of_two_topics_come_back_after_a_fix() {
+    let kafka = Tansu::start().expect("starting tansu (scripts/tansu.sh installs it)");
+    dead_letters_of_a_worker_come_back_after_a_fix(&kafka, "rdwt");
 }

@@ -11,7 +11,7 @@ use test_support::kafka::{Kafka, MockKafka, Tansu};
 
 use super::chaos::metric;
 use super::faults::{
-    Feeder, Proc, every_id_out, sum, topics, wait_committed_to_end, write_run_config,
+    Feeder, Proc, every_id_out, sum, topics, wait_committed_to_end, write_run_config_with,
 };
 use super::kafka::wait_until;
 use super::*;
@@ -19,7 +19,12 @@ use super::*;
 /// The worker's config file, its metadata refreshed every second so that
 /// a pattern sees a new topic soon.
 fn write_config(dbs: &Dbs) -> PathBuf {
-    let path = write_run_config(dbs);
+    write_config_with(dbs, "")
+}
+
+/// As [`write_config`], with `extra` TOML tables appended.
+pub(super) fn write_config_with(dbs: &Dbs, extra: &str) -> PathBuf {
+    let path = write_run_config_with(dbs, extra);
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "[kafka.consumer_properties]\n",
         "[kafka.consumer_properties]\n\"topic.metadata.refresh.interval.ms\" = \"1000\"\n",
@@ -192,4 +197,89 @@ fn a_killed_worker_of_three_topics_is_replaced_and_every_id_of_every_topic_comes
 fn tansu_a_killed_worker_of_three_topics_is_replaced_and_every_id_of_every_topic_comes_out() {
     let kafka = Tansu::start().expect("starting tansu (scripts/tansu.sh installs it)");
     a_killed_worker_of_three_topics_loses_no_id(&kafka, "tkill", 5_000);
+}
+
+#[test]
+fn topic_settings_that_do_not_fit_exit_64_naming_the_key() {
+    for (args, key) in [
+        (vec!["run", "--no-dns"], "kafka.input_topic"),
+        (
+            vec![
+                "run",
+                "--no-dns",
+                "--input-topic",
+                "a",
+                "--input-topics",
+                "b,c",
+            ],
+            "kafka.input_topics",
+        ),
+        (
+            vec![
+                "run",
+                "--no-dns",
+                "--input-topics",
+                "^bro_.*",
+                "--output-topic",
+                "out",
+            ],
+            "kafka.output_topic",
+        ),
+        (
+            vec![
+                "run",
+                "--no-dns",
+                "--input-topics",
+                "a,b",
+                "--dlq-topic",
+                "dead",
+            ],
+            "kafka.dlq_topic",
+        ),
+        (
+            vec!["run", "--no-dns", "--input-topics", "a,a_enr"],
+            "kafka.input_topics",
+        ),
+        (
+            vec!["run", "--no-dns", "--input-topics", "^bro_("],
+            "kafka.input_topics",
+        ),
+    ] {
+        let out = super::pipe::run(&args, b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(key), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn two_workers_of_three_one_partition_topics_both_get_work() {
+    let kafka = MockKafka::start(1).unwrap();
+    let names: Vec<String> = ["p", "q", "r"].iter().map(|t| format!("rr_{t}")).collect();
+    let n = 300;
+    for t in &names {
+        topics(&kafka, t, 1);
+        kafka.produce(t, 1, super::kafka::records(0, n)).unwrap();
+    }
+    let dbs = write_dbs();
+    let config = write_config(&dbs);
+    let (group, list) = ("g-rr", names.join(","));
+    let a = Proc::spawn_topics("a", &kafka, group, &list, &config);
+    let b = Proc::spawn_topics("b", &kafka, group, &list, &config);
+    // Range assignment would give every partition 0 to one of them.
+    let received = |p: &Proc| metric(&p.get("/metrics").1, "enricher_records_received_total", &[]);
+    for t in &names {
+        wait_committed_to_end(&kafka, group, t, 1);
+    }
+    wait_until(
+        "both workers to have taken records",
+        Duration::from_secs(20),
+        || received(&a).is_some_and(|v| v > 0.0) && received(&b).is_some_and(|v| v > 0.0),
+    );
+    a.stop();
+    b.stop();
+    for t in &names {
+        every_id_out(&kafka, t, 1, n, t);
+    }
 }
