@@ -121,9 +121,11 @@ struct StatusArgs {
     #[arg(long, value_name = "REGEX")]
     topics: Option<String>,
     /// The consumer group of a topic's workers; `{topic}` is its name (the
-    /// chart's default).
-    #[arg(long, default_value = "enricher-{topic}")]
-    group_template: String,
+    /// chart's default). Repeatable, for dedicated and shared workers: each
+    /// topic shows the first group that has committed offsets for it
+    /// (`--group-template 'enricher-{topic}' --group-template enricher-small-logs`).
+    #[arg(long = "group-template", default_value = "enricher-{topic}")]
+    group_templates: Vec<String>,
     /// Refresh every SECS seconds, like `top`, with rates since the last one.
     #[arg(long, value_name = "SECS")]
     watch: Option<f64>,
@@ -171,7 +173,7 @@ fn run_status(args: StatusArgs) -> ExitCode {
         brokers: args.brokers,
         properties: args.properties.into_iter().collect(),
         topics,
-        group_template: args.group_template,
+        group_templates: args.group_templates,
         stall_after: std::time::Duration::from_secs_f64(args.stall_secs.max(0.0)),
     };
     let mut status = match enricher::status::Status::new(opts) {

@@ -39,7 +39,9 @@ pub struct StatusOptions {
     /// Only input topics whose whole name matches.
     pub topics: Option<regex::Regex>,
     /// The group of a topic's workers; `{topic}` is replaced by its name.
-    pub group_template: String,
+    /// With several, a topic's group is the first one that has committed
+    /// offsets for it (dedicated workers, then a shared one), else the first.
+    pub group_templates: Vec<String>,
     /// A partition whose committed offset has not moved for this long while
     /// it has lag is marked stalled.
     pub stall_after: Duration,
@@ -261,7 +263,7 @@ impl Status {
     ) -> anyhow::Result<TopicStatus> {
         let output = format!("{name}_enr");
         let dlq = format!("{name}_dlq");
-        let group = self.opts.group_template.replace("{topic}", name);
+        let (group, committed) = self.group_of(name, count)?;
         let sum = |topic: &str| -> anyhow::Result<(i64, i64)> {
             let n = all.get(topic).copied().unwrap_or(0);
             let (mut low, mut high) = (0, 0);
@@ -274,7 +276,6 @@ impl Status {
         };
         let (_, out_high) = sum(&output)?;
         let (dead_low, dead_high) = sum(&dlq)?;
-        let committed = self.committed(&group, name, count)?;
         let mut partitions = Vec::with_capacity(count as usize);
         let mut input = 0;
         for p in 0..count {
@@ -315,6 +316,21 @@ impl Status {
         self.reader
             .fetch_watermarks(topic, partition, TIMEOUT)
             .with_context(|| format!("reading the watermarks of {topic}/{partition}"))
+    }
+
+    /// The group of input topic `name` and its committed offsets: the first
+    /// of the templates' groups that has committed any, else the first.
+    fn group_of(&self, name: &str, count: i32) -> anyhow::Result<(String, HashMap<i32, i64>)> {
+        let mut first = None;
+        for template in &self.opts.group_templates {
+            let group = template.replace("{topic}", name);
+            let committed = self.committed(&group, name, count)?;
+            if !committed.is_empty() {
+                return Ok((group, committed));
+            }
+            first.get_or_insert((group, committed));
+        }
+        first.context("no --group-template")
     }
 
     /// The group's committed offsets (OffsetFetch; the group is not joined).

@@ -107,6 +107,27 @@ fn status_reads_lag_in_records_and_seconds_dead_letters_and_fails_the_check_when
     assert_eq!(code, 0, "{json}");
     assert_eq!(json["topics"][0]["lag_records"], 0);
     assert_eq!(json["topics"][0]["lag_seconds"], 0.0);
+
+    // A topic a shared worker serves: its group is the one that committed.
+    for (t, n) in [("st_ntp", 1), ("st_ntp_enr", 1)] {
+        kafka.create_topic(t, n).unwrap();
+    }
+    feed(&kafka, "st_ntp", 1, base);
+    commit(&kafka, "enricher-small", "st_ntp", &[(0, 4)]);
+    let templates = [
+        "--group-template",
+        "enricher-{topic}",
+        "--group-template",
+        "enricher-small",
+    ];
+    let (_, json) = status(&kafka, &templates);
+    let topics = json["topics"].as_array().unwrap();
+    let group = |topic: &str| {
+        let t = topics.iter().find(|t| t["topic"] == topic).unwrap();
+        (t["group"].clone(), t["lag_records"].clone())
+    };
+    assert_eq!(group("st_conn"), ("enricher-st_conn".into(), 0.into()));
+    assert_eq!(group("st_ntp"), ("enricher-small".into(), 1.into()));
 }
 
 #[test]
@@ -125,7 +146,7 @@ fn status_watch_prints_rates_between_refreshes_and_a_bad_regex_is_a_usage_error(
         brokers: kafka.bootstrap().to_string(),
         properties: Default::default(),
         topics: None,
-        group_template: "enricher-{topic}".into(),
+        group_templates: vec!["enricher-{topic}".into()],
         stall_after: Duration::ZERO,
     };
     let mut status = enricher::status::Status::new(opts).unwrap();
