@@ -76,6 +76,9 @@ pub const INTEL_INDICATORS: &str = "enricher_intel_indicators";
 /// Age of the indicator set in use (now minus its newest file's
 /// modification time), in seconds. Gauge.
 pub const INTEL_AGE: &str = "enricher_intel_age_seconds";
+/// Matched records delivered to their input topic's alerts topic
+/// (`kafka.intel_topic_template`), by `topic` (the input topic). Counter.
+pub const INTEL_ALERTS: &str = "enricher_intel_alerts_total";
 
 /// Build information, always 1, by `version` and `revision` (the git
 /// revision the image was built from, `ENRICHER_REVISION` at build time).
@@ -111,7 +114,7 @@ pub enum Kind {
 
 /// Every series of the worker with its kind and help text (the `# HELP`
 /// line); the acker's are in [`acker::metrics::HELP`].
-pub const HELP: [(&str, Kind, &str); 34] = [
+pub const HELP: [(&str, Kind, &str); 35] = [
     (
         RECORDS_RECEIVED,
         Kind::Counter,
@@ -233,6 +236,11 @@ pub const HELP: [(&str, Kind, &str); 34] = [
         INTEL_AGE,
         Kind::Gauge,
         "Age of the indicator set in use (its newest file), in seconds.",
+    ),
+    (
+        INTEL_ALERTS,
+        Kind::Counter,
+        "Matched records delivered to the alerts topic, by input topic.",
     ),
     (
         BUILD_INFO,

@@ -1,0 +1,89 @@
+//! Each input topic's [`Route`]: its output, dead-letter and alerts
+//! topics, named once when its first partition is assigned, and the counts
+//! of its records, which the loop publishes with a `topic` label.
+
+use std::sync::Arc;
+
+use crate::config::KafkaConfig;
+use crate::metrics as m;
+use crate::stats::Counter;
+
+/// One input topic's output, dead-letter and alerts topics, resolved once when its
+/// first partition is assigned (no record formats a topic name), and the
+/// counts of its records, which the loop publishes with a `topic` label.
+#[derive(Debug)]
+pub(super) struct Route {
+    /// The input topic.
+    pub(super) input: Arc<str>,
+    /// Where its enriched records go.
+    pub(super) output: Arc<str>,
+    /// Where its dead letters go.
+    pub(super) dlq: Arc<str>,
+    /// Where its records that matched an indicator go first (`None`:
+    /// alerts are off, or no indicator files are configured).
+    pub(super) intel: Option<Arc<str>>,
+    /// Records taken.
+    pub(super) received: Counter,
+    /// Records delivered enriched.
+    pub(super) enriched: Counter,
+    /// Records delivered unchanged (passthrough, tombstones).
+    pub(super) passed: Counter,
+    /// Alerts delivered.
+    pub(super) alerts: Counter,
+}
+
+impl Route {
+    /// The route of `input`, per the configuration; `intel` says whether
+    /// indicator files are configured.
+    pub(super) fn new(kafka: &KafkaConfig, input: &str, intel: bool) -> Self {
+        Self {
+            input: input.into(),
+            output: kafka.output_topic_for(input).into(),
+            dlq: kafka.dlq_topic_for(input).into(),
+            intel: kafka
+                .intel_topic_for(input)
+                .filter(|_| intel)
+                .map(Into::into),
+            received: Counter::default(),
+            enriched: Counter::default(),
+            passed: Counter::default(),
+            alerts: Counter::default(),
+        }
+    }
+
+    /// Counts a delivered record.
+    pub(super) fn delivered(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Enriched => self.enriched.inc(),
+            Outcome::Passed => self.passed.inc(),
+            Outcome::Counted => {}
+        }
+    }
+
+    /// Copies the counts into the exporter (on the loop's tick).
+    pub(super) fn publish(&self) {
+        let topic = Arc::clone(&self.input);
+        metrics::counter!(m::RECORDS_RECEIVED, "topic" => Arc::clone(&topic))
+            .absolute(self.received.get());
+        metrics::counter!(m::RECORDS, "outcome" => "enriched", "topic" => Arc::clone(&topic))
+            .absolute(self.enriched.get());
+        metrics::counter!(m::RECORDS, "outcome" => "passed", "topic" => Arc::clone(&topic))
+            .absolute(self.passed.get());
+        if self.intel.is_some() {
+            metrics::counter!(m::INTEL_ALERTS, "topic" => topic).absolute(self.alerts.get());
+        }
+    }
+}
+
+/// How a delivered record counts: its route counts the first two when the
+/// report is settled; dead letters and dropped records are counted where
+/// they happen (they are rare, and carry a reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Enriched and delivered.
+    Enriched,
+    /// Delivered unchanged.
+    Passed,
+    /// Counted already.
+    Counted,
+}
