@@ -4,7 +4,10 @@
 //! offset only once both deliveries are acknowledged. Against the mock
 //! cluster and tansu: a clean run (every id out, exactly the matched ids in
 //! the alerts topic, committed to the end) and a SIGKILL mid-stream with a
-//! replacement (nothing lost from either topic).
+//! replacement (nothing lost from either topic); against the mock only, a
+//! broker outage that fails alert deliveries (sent again by the worker), and
+//! a worker joining and leaving (the revoke and shutdown drains wait for the
+//! output delivery behind each alert).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,9 +17,10 @@ use test_support::kafka::{Kafka, MockKafka, Tansu, count_ids};
 
 use super::chaos::metric;
 use super::faults::{
-    Feeder, Proc, every_id_out, sum, topics, wait_committed_to_end, write_run_config,
+    Feeder, Proc, every_id_out, sum, topics, wait_committed_to_end, wait_for_output, wait_spread,
+    write_run_config,
 };
-use super::kafka::{records, wait_until};
+use super::kafka::{Worker, kafka_config, records, wait_until};
 use super::*;
 
 /// The one indicator: `records` gives every fourth record (`id % 4 == 2`)
@@ -97,6 +101,28 @@ fn a_clean_run_alerts_exactly_the_matches(kafka: &impl Kafka, topic: &str, n: u6
     assert_eq!(total, expected.len(), "each alert once");
 }
 
+/// Every matched id of `0..n` is in the alerts topic, and nothing else;
+/// returns how many alerts are repeats.
+fn every_alert_out(kafka: &impl Kafka, topic: &str, n: u64, what: &str) -> usize {
+    let (ids, total) = alerts(kafka, topic);
+    let expected: BTreeSet<u64> = (0..n).filter(|&id| matches(id)).collect();
+    let missing: Vec<&u64> = expected.difference(&ids).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: {} matched ids missing from the alerts topic, first {missing:?}",
+        expected.len() - expected.intersection(&ids).count()
+    );
+    assert!(
+        ids.is_subset(&expected),
+        "{what}: only matched records are alerts"
+    );
+    println!(
+        "{what}: {n} fed, {} alerts expected, {total} in the alerts topic",
+        expected.len()
+    );
+    total - ids.len()
+}
+
 /// A worker fed in the background, SIGKILLed with records produced and not
 /// committed, then replaced: every id comes out of the output topic and
 /// every matched id out of the alerts topic (repeats allowed), and no
@@ -135,20 +161,7 @@ fn a_killed_worker_loses_no_alert(kafka: &impl Kafka, topic: &str, n: u64) {
     wait_committed_to_end(kafka, &group, topic, partitions);
     second.stop();
     every_id_out(kafka, topic, partitions, fed, "SIGKILL with alerts");
-    let (ids, total) = alerts(kafka, topic);
-    let expected: BTreeSet<u64> = (0..fed).filter(|&id| matches(id)).collect();
-    let missing: Vec<&u64> = expected.difference(&ids).take(10).collect();
-    assert!(
-        missing.is_empty(),
-        "{} matched ids missing from the alerts topic, first {missing:?}",
-        expected.len() - expected.intersection(&ids).count()
-    );
-    assert!(ids.is_subset(&expected), "only matched records are alerts");
-    println!(
-        "{fed} fed, {} alerts expected, {total} in the alerts topic ({} repeated)",
-        expected.len(),
-        total - ids.len()
-    );
+    every_alert_out(kafka, topic, fed, "SIGKILL with alerts");
 }
 
 #[test]
@@ -173,4 +186,77 @@ fn a_killed_worker_is_replaced_and_no_alert_or_record_is_lost() {
 fn tansu_a_killed_worker_is_replaced_and_no_alert_or_record_is_lost() {
     let kafka = Tansu::start().expect("starting tansu (scripts/tansu.sh installs it)");
     a_killed_worker_loses_no_alert(&kafka, "talertkill", 3_000);
+}
+
+/// Deliveries timing out in a broker outage while alerts and outputs are
+/// in flight: the worker sends failed alert deliveries again to the alerts
+/// topic, and every record and every alert comes out.
+#[test]
+fn deliveries_that_time_out_in_an_outage_lose_no_alert() {
+    let kafka = MockKafka::start(1).unwrap();
+    let (topic, partitions) = ("malertoutage", 2);
+    alert_topics(&kafka, topic, partitions);
+    let dbs = write_dbs();
+    let mut c = kafka_config(&dbs, &kafka, topic);
+    c.intel.files = vec![write_intel(&dbs)];
+    // librdkafka gives up on a record after a second; the worker must not.
+    c.kafka
+        .producer_properties
+        .insert("message.timeout.ms".into(), "1000".into());
+    let feeder = Feeder::start(&kafka, topic, partitions, 0..10_000);
+    let w = Worker::start(&c);
+    wait_for_output(&kafka, topic, partitions);
+    // A slow round trip first, so that produce requests are surely in
+    // flight when the broker goes down.
+    let cluster = kafka.cluster();
+    cluster
+        .broker_round_trip_time(-1, Duration::from_millis(500))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.broker_down(-1).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.broker_up(-1).unwrap();
+    cluster.broker_round_trip_time(-1, Duration::ZERO).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let n = feeder.finish();
+    wait_committed_to_end(&kafka, &c.kafka.group_id, topic, partitions);
+    let report = w.stop();
+    println!("delivery timeouts with alerts: {report:?}");
+    assert!(report.retried > 0, "the outage failed some deliveries");
+    every_id_out(
+        &kafka,
+        topic,
+        partitions,
+        n,
+        "delivery timeouts with alerts",
+    );
+    every_alert_out(&kafka, topic, n, "delivery timeouts with alerts");
+}
+
+/// A second worker joins mid-stream and leaves again (SIGTERM): the
+/// first's revoke drain and the second's shutdown drain wait for the output
+/// delivery behind each alert; every record and every alert comes out.
+#[test]
+fn workers_joining_and_leaving_lose_no_alert() {
+    let kafka = MockKafka::start(1).unwrap();
+    let (topic, partitions) = ("malertscale", 4);
+    alert_topics(&kafka, topic, partitions);
+    let dbs = write_dbs();
+    let group = format!("g-{topic}");
+    let feeder = Feeder::start(&kafka, topic, partitions, 0..20_000);
+    let first = spawn("first", &kafka, topic, &dbs);
+    wait_for_output(&kafka, topic, partitions);
+    let second = spawn("second", &kafka, topic, &dbs);
+    wait_spread(&[&first, &second], partitions, Duration::from_secs(25));
+    std::thread::sleep(Duration::from_secs(1));
+    second.stop();
+    wait_spread(&[&first], partitions, Duration::from_secs(20));
+    let n = feeder.finish();
+    wait_committed_to_end(&kafka, &group, topic, partitions);
+    first.stop();
+    // Repeats are allowed: the mock refuses the revoked member's last
+    // commit while the group rebalances (see faults.rs, scaling), so what
+    // it did since its last periodic commit is redone.
+    every_id_out(&kafka, topic, partitions, n, "join and leave with alerts");
+    every_alert_out(&kafka, topic, n, "join and leave with alerts");
 }
