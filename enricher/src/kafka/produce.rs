@@ -168,9 +168,7 @@ impl DeliveryContext {
             Outcome::Enriched
         }
     }
-}
 
-impl DeliveryContext {
     /// Ends a streak of failed deliveries, if one is going on.
     fn succeeded(&self) {
         if self.failing.load(Ordering::Relaxed) {
