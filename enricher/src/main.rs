@@ -332,6 +332,9 @@ struct RunArgs {
     /// Dead-letter topic, default `<input>_dlq` (kafka.dlq_topic).
     #[arg(long)]
     dlq_topic: Option<String>,
+    /// Alerts topic for records that match `--intel`, default `<input>_intel`; empty: none (kafka.intel_topic).
+    #[arg(long)]
+    intel_topic: Option<String>,
     /// Bind address of /metrics, /healthz, /readyz (worker.metrics_addr).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<SocketAddr>,
@@ -470,6 +473,9 @@ fn run_worker(args: RunArgs) -> ExitCode {
     }
     if args.dlq_topic.is_some() {
         k.dlq_topic = args.dlq_topic;
+    }
+    if args.intel_topic.is_some() {
+        k.intel_topic = args.intel_topic;
     }
     if let Some(v) = args.metrics_addr {
         config.worker.metrics_addr = v;

@@ -79,6 +79,9 @@ pub const INTEL_AGE: &str = "enricher_intel_age_seconds";
 /// Reloads of the indicator files and tables by `key` (`intel.files`,
 /// `tables[0]`) and `result` (`ok`, `rejected`). Counter.
 pub const INTEL_RELOADS: &str = "enricher_intel_reloads_total";
+/// Matched records delivered to their input topic's alerts topic
+/// (`kafka.intel_topic_template`), by `topic` (the input topic). Counter.
+pub const INTEL_ALERTS: &str = "enricher_intel_alerts_total";
 
 /// Build information, always 1, by `version` and `revision` (the git
 /// revision the image was built from, `ENRICHER_REVISION` at build time).
@@ -114,7 +117,7 @@ pub enum Kind {
 
 /// Every series of the worker with its kind and help text (the `# HELP`
 /// line); the acker's are in [`acker::metrics::HELP`].
-pub const HELP: [(&str, Kind, &str); 35] = [
+pub const HELP: [(&str, Kind, &str); 36] = [
     (
         RECORDS_RECEIVED,
         Kind::Counter,
@@ -241,6 +244,11 @@ pub const HELP: [(&str, Kind, &str); 35] = [
         INTEL_RELOADS,
         Kind::Counter,
         "Reloads of the indicator files and tables by key and result.",
+    ),
+    (
+        INTEL_ALERTS,
+        Kind::Counter,
+        "Matched records delivered to the alerts topic, by input topic.",
     ),
     (
         BUILD_INFO,

@@ -66,10 +66,10 @@ pub struct KafkaConfig {
     /// (librdkafka's), and topics that match it later are picked up at the
     /// next metadata refresh (30 s unless `consumer_properties` sets
     /// `topic.metadata.refresh.interval.ms`). A matching topic shaped like
-    /// an output (`output_topic_template`, `dlq_topic_template`, or a
-    /// redrive's `<dlq>_parked`) is never consumed. Partitions are dealt
-    /// out round robin over all the topics unless `consumer_properties`
-    /// sets `partition.assignment.strategy`.
+    /// an output (`output_topic_template`, `dlq_topic_template`,
+    /// `intel_topic_template`, or a redrive's `<dlq>_parked`) is never
+    /// consumed. Partitions are dealt out round robin over all the topics
+    /// unless `consumer_properties` sets `partition.assignment.strategy`.
     pub input_topics: Vec<String>,
     /// Where enriched records go, with one literal input topic only;
     /// default `output_topic_template` (`--output-topic`).
@@ -81,6 +81,15 @@ pub struct KafkaConfig {
     pub output_topic_template: String,
     /// Each input topic's dead-letter topic, `{topic}` standing for the input topic's name.
     pub dlq_topic_template: String,
+    /// Where records that matched a threat-intelligence indicator
+    /// (`intel.files`) also go, with one literal input topic only; empty
+    /// turns alerts off; default `intel_topic_template` (`--intel-topic`).
+    pub intel_topic: Option<String>,
+    /// Each input topic's alerts topic, `{topic}` standing for the input
+    /// topic's name; empty turns alerts off. A matched record goes there
+    /// first, then to the output topic; its offset is committed once both
+    /// are acknowledged. Used only with `intel.files`.
+    pub intel_topic_template: String,
     /// Compression of produced records: `none`, `lz4`, `zstd`, `snappy` or
     /// `gzip`. `none` by default, as in Logstash, Vector and Telegraf: lz4
     /// cost the worker about 1 µs a record and tansu 20 (loadtest bench);
@@ -117,6 +126,8 @@ impl Default for KafkaConfig {
             dlq_topic: None,
             output_topic_template: DEFAULT_OUTPUT_TEMPLATE.into(),
             dlq_topic_template: DEFAULT_DLQ_TEMPLATE.into(),
+            intel_topic: None,
+            intel_topic_template: DEFAULT_INTEL_TEMPLATE.into(),
             compression: Compression::None,
             idempotence: false,
             properties: BTreeMap::new(),
@@ -168,14 +179,25 @@ impl KafkaConfig {
         }
     }
 
+    /// Where `topic`'s matched records also go: `intel_topic`, or the
+    /// template; `None` when alerts are off (either is empty).
+    pub fn intel_topic_for(&self, topic: &str) -> Option<String> {
+        match &self.intel_topic {
+            Some(fixed) => (!fixed.is_empty()).then(|| fixed.clone()),
+            None => (!self.intel_topic_template.is_empty())
+                .then(|| self.intel_topic_template.replace(TOPIC, topic)),
+        }
+    }
+
     /// Whether `topic` is one the worker writes (an output or a dead-letter
-    /// topic by the templates, or a redrive's parking topic of one): a
+    /// topic or an alerts topic by the templates, or a redrive's parking topic of one): a
     /// pattern that matches it must not consume it, or the worker would
     /// enrich its own output.
     pub fn is_own_output(&self, topic: &str) -> bool {
-        let fixed = [&self.output_topic, &self.dlq_topic]
+        let fixed = [&self.output_topic, &self.dlq_topic, &self.intel_topic]
             .into_iter()
             .flatten()
+            .filter(|t| !t.is_empty())
             .any(|t| t == topic || topic.strip_suffix(PARKED) == Some(t.as_str()));
         let shaped = |template: &str, name: &str| {
             template.split_once(TOPIC).is_some_and(|(head, tail)| {
@@ -187,6 +209,7 @@ impl KafkaConfig {
         fixed
             || shaped(&self.output_topic_template, topic)
             || shaped(&self.dlq_topic_template, topic)
+            || shaped(&self.intel_topic_template, topic)
             || topic
                 .strip_suffix(PARKED)
                 .is_some_and(|t| shaped(&self.dlq_topic_template, t))
@@ -211,7 +234,12 @@ impl KafkaConfig {
         for (key, template) in [
             ("kafka.output_topic_template", &self.output_topic_template),
             ("kafka.dlq_topic_template", &self.dlq_topic_template),
+            ("kafka.intel_topic_template", &self.intel_topic_template),
         ] {
+            // An empty alerts template turns alerts off.
+            if template.is_empty() && key == "kafka.intel_topic_template" {
+                continue;
+            }
             if template.matches(TOPIC).count() != 1 || template == TOPIC {
                 return Err(ConfigError::new(
                     key,
@@ -223,6 +251,14 @@ impl KafkaConfig {
             return Err(ConfigError::new(
                 "kafka.dlq_topic_template",
                 "must differ from kafka.output_topic_template",
+            ));
+        }
+        if [&self.output_topic_template, &self.dlq_topic_template]
+            .contains(&&self.intel_topic_template)
+        {
+            return Err(ConfigError::new(
+                "kafka.intel_topic_template",
+                "must differ from kafka.output_topic_template and kafka.dlq_topic_template",
             ));
         }
         Ok(())
@@ -260,8 +296,10 @@ impl KafkaConfig {
         for (key, fixed) in [
             ("kafka.output_topic", &self.output_topic),
             ("kafka.dlq_topic", &self.dlq_topic),
+            ("kafka.intel_topic", &self.intel_topic),
         ] {
-            if fixed.is_some() && !single {
+            let off = key == "kafka.intel_topic" && fixed.as_deref() == Some("");
+            if fixed.is_some() && !single && !off {
                 return Err(ConfigError::new(
                     key,
                     "applies to one literal input topic only; with several topics or a pattern use the template",
@@ -293,6 +331,20 @@ impl KafkaConfig {
                     ),
                 ));
             }
+            if let Some(intel) = self.intel_topic_for(input)
+                && (inputs.contains(&intel.as_str()) || intel == output || intel == dlq)
+            {
+                return Err(ConfigError::new(
+                    if single && self.intel_topic.is_some() {
+                        "kafka.intel_topic"
+                    } else {
+                        "kafka.intel_topic_template"
+                    },
+                    format!(
+                        "the alerts topic {intel} must differ from the input, output and dead-letter topics"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -309,6 +361,9 @@ const DEFAULT_OUTPUT_TEMPLATE: &str = "{topic}_enr";
 
 /// `kafka.dlq_topic_template` unless configured.
 const DEFAULT_DLQ_TEMPLATE: &str = "{topic}_dlq";
+
+/// `kafka.intel_topic_template` unless configured.
+const DEFAULT_INTEL_TEMPLATE: &str = "{topic}_intel";
 
 /// Whether an input topic is a pattern (librdkafka subscribes to an entry
 /// starting with `^` as a regular expression).
@@ -478,7 +533,12 @@ mod tests {
     fn a_pattern_never_consumes_what_the_worker_writes() {
         let k = kafka(&["^bro_.*"]);
         assert!(k.has_pattern());
-        for own in ["bro_conn_enr", "bro_conn_dlq", "bro_conn_dlq_parked"] {
+        for own in [
+            "bro_conn_enr",
+            "bro_conn_dlq",
+            "bro_conn_dlq_parked",
+            "bro_conn_intel",
+        ] {
             assert!(k.is_own_output(own), "{own}");
         }
         for input in ["bro_conn", "bro_enrx", "_enr", "bro_parked"] {
@@ -488,5 +548,35 @@ mod tests {
         k.output_topic_template = "enriched.{topic}".into();
         assert!(k.is_own_output("enriched.raw.conn"));
         assert!(!k.is_own_output("raw.conn"));
+    }
+
+    #[test]
+    fn alerts_go_to_their_own_topic_unless_turned_off() {
+        let mut k = kafka(&["a", "b"]);
+        assert_eq!(k.intel_topic_for("b").as_deref(), Some("b_intel"));
+        k.intel_topic_template = String::new();
+        assert_eq!(problem(&k), "ok");
+        assert_eq!(k.intel_topic_for("b"), None);
+        k.intel_topic_template = "alerts".into();
+        assert_eq!(problem(&k), "kafka.intel_topic_template");
+        k.intel_topic_template = "{topic}_enr".into();
+        assert_eq!(problem(&k), "kafka.intel_topic_template");
+        k.intel_topic_template = "{topic}_intel".into();
+        k.intel_topic = Some("alerts".into());
+        assert_eq!(problem(&k), "kafka.intel_topic", "fixed: one topic only");
+        k.intel_topic = Some(String::new());
+        assert_eq!(problem(&k), "ok", "empty turns alerts off for any input");
+        assert_eq!(k.intel_topic_for("a"), None);
+        let mut one = kafka(&["a"]);
+        one.intel_topic = Some("a_enr".into());
+        assert_eq!(problem(&one), "kafka.intel_topic");
+        one.intel_topic = Some("alerts".into());
+        assert_eq!(problem(&one), "ok");
+        assert_eq!(one.intel_topic_for("a").as_deref(), Some("alerts"));
+        assert!(one.is_own_output("alerts"));
+        let mut clash = kafka(&["a", "a_intel"]);
+        assert_eq!(problem(&clash), "kafka.intel_topic_template");
+        clash.intel_topic_template = String::new();
+        assert_eq!(problem(&clash), "ok");
     }
 }

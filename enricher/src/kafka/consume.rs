@@ -335,12 +335,16 @@ impl Loop {
         // stop; nothing is handed to them after this.
         self.close_lanes();
         self.lane.publish_produced();
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        shared
-            .output
-            .flush(remaining.max(Duration::from_millis(100)));
+        // Twice: settling sends delivered alerts on to their output topics,
+        // whose deliveries the second flush waits for.
+        for _ in 0..2 {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            shared
+                .output
+                .flush(remaining.max(Duration::from_millis(100)));
+            shared.settle(&mut shared.state());
+        }
         let mut state = shared.state();
-        shared.settle(&mut state);
         state.undelivered = state.acker.total_in_flight() as u64;
         let due = state.acker.commits_due(Instant::now(), true);
         commit(consumer, &mut state, &due, When::Last);

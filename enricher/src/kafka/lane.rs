@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! consumer thread: poll --> track --> Batch (one per lane, by partition) --full or end of poll burst-->
-//! lane thread:     Lane::process --Done--> Output::send(opaque)
+//! lane thread:     Lane::process --Done--> Output::send(opaque, matched?)
 //!                                '--Pending--> tokio task: enrich, Output::send_async
 //! ```
 //!
@@ -117,13 +117,13 @@ impl Lane {
     pub(super) fn process(&mut self, mut msg: Msg<'_>, opaque: usize) {
         let original = msg.payload;
         if self.passthrough {
-            self.produce(msg.source(), opaque, original, original);
+            self.produce(msg.source(), opaque, original, original, false);
             return;
         }
         let Some(payload) = original else {
             // A tombstone: nothing to enrich; passed through so compaction
             // semantics survive downstream.
-            self.produce(msg.source(), opaque, None, None);
+            self.produce(msg.source(), opaque, None, None, false);
             return;
         };
         if payload.len() > self.max_record_bytes {
@@ -142,7 +142,8 @@ impl Lane {
         {
             Ok(Ready::Done) => {
                 strip_newline(&mut out);
-                self.produce(msg.source(), opaque, Some(&out), original);
+                let alert = self.scratch.matched();
+                self.produce(msg.source(), opaque, Some(&out), original, alert);
             }
             Ok(Ready::Pending) => self.slow_path(msg.source(), opaque, payload),
             Err(error) => self.dead_letter(msg.source(), opaque, payload, &error),
@@ -168,8 +169,9 @@ impl Lane {
         opaque: usize,
         payload: Option<&[u8]>,
         original: Option<&[u8]>,
+        alert: bool,
     ) {
-        if self.output.send(opaque, source, payload, original) {
+        if self.output.send(opaque, source, payload, original, alert) {
             self.produced += 1;
         } else {
             self.enricher.stats().rejected.inc();
@@ -203,14 +205,14 @@ impl Lane {
             let mut out = Vec::with_capacity(input.len() + 256);
             // The record parsed once already; should a second parse fail,
             // it goes out unchanged rather than being lost.
-            if enricher
-                .enrich(&input, &mut scratch, &mut out)
-                .await
-                .is_err()
-            {
-                out.clear();
-                out.extend_from_slice(&input);
-            }
+            let alert = match enricher.enrich(&input, &mut scratch, &mut out).await {
+                Ok(()) => scratch.matched(),
+                Err(_) => {
+                    out.clear();
+                    out.extend_from_slice(&input);
+                    false
+                }
+            };
             strip_newline(&mut out);
             let source = Source {
                 route: &route,
@@ -219,7 +221,7 @@ impl Lane {
                 key: key.as_deref(),
                 headers,
             };
-            if !output.send_async(opaque, source, &out, &input).await {
+            if !output.send_async(opaque, source, &out, &input, alert).await {
                 enricher.stats().rejected.inc();
             }
         };

@@ -9,9 +9,10 @@
 //! produce.rs   producer thread: delivery report --ok--> acks ----------.
 //!                                      '--failed--> retries --.        |
 //! partitions.rs consumer thread: settle: acks --> acker;  retries --> Output::resend (after a backoff)
+//!                               forwards (delivered alerts) --> Output::forward: on to the output topic
 //! commit.rs    every tick:      acker.commits_due --> commit (sync) --> acker.committed
 //! rebalance.rs inside poll:     assign: a slot per partition (a route per new topic); revoke: hand off, drain, commit, release
-//! route.rs     a topic's output and dead-letter names (resolved at its first assignment) and counts
+//! route.rs     a topic's output, dead-letter and alerts names (resolved at its first assignment) and counts
 //! clients.rs   the clients' configurations and their errors;  health.rs what the probes read
 //! ```
 //!
@@ -23,8 +24,11 @@
 //! they keep going while the consumer thread is busy in a rebalance. A
 //! record's delivery opaque packs its partition's assignment slot and its
 //! offset; the slot names the epoch, so reports from an earlier assignment
-//! are fenced, and its topic's route (output and dead-letter topics, named
-//! once when the topic is first assigned). A record too large to produce
+//! are fenced, and its topic's route (output, dead-letter and alerts topics,
+//! named once when the topic is first assigned). A record that matched an
+//! indicator goes to its alerts topic first; that delivery report hands it
+//! back to the consumer thread, which sends it to the output topic, and that
+//! delivery acknowledges the offset: committed only after both. A record too large to produce
 //! is dead-lettered (without its payload if that is too large too), never
 //! retried.
 
@@ -123,7 +127,7 @@ pub fn run(
             acker,
             Resends::new(config),
             Streak::new(COMMIT_FAILURES),
-            Routing::new(&config.kafka),
+            Routing::new(&config.kafka, !config.intel.files.is_empty()),
         ),
         Arc::clone(&output),
         started.deliveries,

@@ -48,16 +48,20 @@ pub(super) struct Topic {
 /// Which assigned topics the worker consumes, and their names.
 pub(super) struct Routing {
     kafka: KafkaConfig,
+    /// Whether indicator files are configured (routes get an alerts topic).
+    intel: bool,
     /// Topics a pattern matched that are the worker's own outputs: left
     /// paused, said once each.
     skipped: HashSet<String>,
 }
 
 impl Routing {
-    /// The routing of `kafka`'s subscription.
-    pub(super) fn new(kafka: &KafkaConfig) -> Self {
+    /// The routing of `kafka`'s subscription; `intel` says whether
+    /// indicator files are configured.
+    pub(super) fn new(kafka: &KafkaConfig, intel: bool) -> Self {
         Self {
             kafka: kafka.clone(),
+            intel,
             skipped: HashSet::new(),
         }
     }
@@ -134,11 +138,12 @@ impl State {
             if self.routing.skips(topic) {
                 return false;
             }
-            let route = Arc::new(Route::new(&self.routing.kafka, topic));
+            let route = Arc::new(Route::new(&self.routing.kafka, topic, self.routing.intel));
             tracing::info!(
                 topic,
                 output = %route.output,
                 dlq = %route.dlq,
+                alerts = route.intel.as_deref().unwrap_or("-"),
                 "Consuming a topic"
             );
             self.topics.insert(
@@ -285,8 +290,9 @@ impl Shared {
         orphans
     }
 
-    /// Applies every delivery report waiting, and sends failed ones again
-    /// once their backoff has passed.
+    /// Applies every delivery report waiting, sends delivered alerts on to
+    /// their output topics, and sends failed deliveries again once their
+    /// backoff has passed.
     pub(super) fn settle(&self, state: &mut State) {
         let State { slots, acker, .. } = state;
         let acked = self.deliveries.acked(|opaque, outcome| {
@@ -301,6 +307,13 @@ impl Shared {
                 tracing::debug!(tp = %a.tp, offset, "Ignored a delivery report of an earlier assignment");
             }
         });
+        for forward in self.deliveries.forwarded() {
+            let place = state
+                .slots
+                .get(&forward.slot())
+                .map(|a| (a.tp.partition, &a.route));
+            self.output.forward(forward, place);
+        }
         self.deliveries.failed(&mut state.resends);
         for retry in state.resends.due(Instant::now(), acked) {
             let place = state

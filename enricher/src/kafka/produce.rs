@@ -1,17 +1,22 @@
-//! The one owner of the producer and of each input topic's output and
-//! dead-letter topics (its [`Route`]): the only place that builds a record
+//! The one owner of the producer and of each input topic's output,
+//! dead-letter and alerts topics (its [`Route`]): the only place that builds a record
 //! to send (a dead letter included), and where delivery reports come back.
 //!
 //! ```text
 //! lane / lookup task --send(opaque)--> producer --delivery report (producer thread)-->
 //!     ok:     (opaque, outcome) --acks--> partitions::settle --> acker, the route's counts
+//!     ok, an alert: Retry --forwards--> partitions::settle --> Output::forward (to the output)
 //!     failed: Retry --retries--> partitions::settle --after a backoff--> Output::resend
 //!     refused as too large (now or at delivery): the original record is dead-lettered
 //! ```
 //!
 //! A record's delivery opaque packs its partition's assignment slot, its
-//! offset and whether it is a dead letter ([`pack`]); the slot names the
-//! epoch (so reports from an earlier assignment are fenced) and the route.
+//! offset and whether it is a dead letter or an alert ([`pack`]); the slot
+//! names the epoch (so reports from an earlier assignment are fenced) and
+//! the route. A record that matched an indicator, when its route has an
+//! alerts topic, goes there first with the alert bit; once that delivery is
+//! acknowledged the same bytes go to the output topic without it, and that
+//! delivery acknowledges the offset: committed only after both.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -30,12 +35,13 @@ use crate::metrics as m;
 use crate::record::RecordError;
 
 /// The opaque of a produced record: assignment slot in the high 20 bits,
-/// then one bit set on a dead letter, then the offset in the low 43 (8.8
-/// trillion records per partition).
-const OFFSET_BITS: u32 = 43;
+/// then one bit set on an alert, one set on a dead letter, then the offset
+/// in the low 42 (4.4 trillion records per partition).
+const OFFSET_BITS: u32 = 42;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 const DEAD_LETTER: u64 = 1 << OFFSET_BITS;
-const SLOT_SHIFT: u32 = OFFSET_BITS + 1;
+const ALERT: u64 = 1 << (OFFSET_BITS + 1);
+const SLOT_SHIFT: u32 = OFFSET_BITS + 2;
 /// Slots wrap at this mask.
 pub(super) const SLOT_MASK: u32 = (1 << (64 - SLOT_SHIFT)) - 1;
 
@@ -50,9 +56,25 @@ pub(super) fn unpack(opaque: usize) -> (u32, i64) {
     ((v >> SLOT_SHIFT) as u32, (v & OFFSET_MASK) as i64)
 }
 
-/// The opaque of the dead letter of the record whose opaque is `opaque`.
+/// The opaque of the dead letter of the record whose opaque is `opaque`
+/// (an alert's dead letter is no alert: its delivery acknowledges).
 fn dead_letter_opaque(opaque: usize) -> usize {
-    (opaque as u64 | DEAD_LETTER) as usize
+    ((opaque as u64 & !ALERT) | DEAD_LETTER) as usize
+}
+
+/// The opaque of a record's copy sent to its alerts topic.
+fn alert_opaque(opaque: usize) -> usize {
+    (opaque as u64 | ALERT) as usize
+}
+
+/// Whether an opaque is an alert's (its delivery is forwarded, not acked).
+fn is_alert(opaque: usize) -> bool {
+    opaque as u64 & ALERT != 0
+}
+
+/// The opaque of a delivered alert's output record.
+fn without_alert(opaque: usize) -> usize {
+    (opaque as u64 & !ALERT) as usize
 }
 
 /// Whether an opaque is a dead letter's.
@@ -85,10 +107,14 @@ fn header<'a>(headers: Option<&'a impl Headers>, key: &str) -> Option<&'a str> {
 }
 
 /// A delivery that failed after librdkafka's own retries: sent again, or
-/// dead-lettered if the broker refused it as too large.
+/// dead-lettered if the broker refused it as too large. Or a delivered
+/// alert, to send on to the output topic ([`Output::forward`]).
 pub(super) struct Retry {
     opaque: usize,
     too_large: bool,
+    /// A delivered alert's record on its way to the output: not counted as
+    /// sent again.
+    forward: bool,
     topic: String,
     partition: Option<i32>,
     key: Option<Vec<u8>>,
@@ -109,10 +135,11 @@ const DELIVERY_FAILURES: Messages = Messages {
     ended: "Deliveries succeed again",
 };
 
-/// The producer's context: delivery reports become acks or retries.
+/// The producer's context: delivery reports become acks, forwards or retries.
 pub(super) struct DeliveryContext {
     acks: mpsc::Sender<Ack>,
     retries: mpsc::Sender<Retry>,
+    forwards: mpsc::Sender<Retry>,
     /// Failed deliveries, said once per streak.
     failures: Mutex<Streak>,
     /// Whether a streak is going on, so that a success takes no lock.
@@ -141,6 +168,15 @@ impl DeliveryContext {
             Outcome::Enriched
         }
     }
+
+    /// Ends a streak of failed deliveries, if one is going on.
+    fn succeeded(&self) {
+        if self.failing.load(Ordering::Relaxed) {
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            failures.succeeded(Instant::now());
+            self.failing.store(false, Ordering::Relaxed);
+        }
+    }
 }
 
 impl ClientContext for DeliveryContext {
@@ -154,13 +190,23 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         match result {
+            Ok(msg) if is_alert(opaque) => {
+                let _ = self.forwards.send(Retry {
+                    opaque,
+                    too_large: false,
+                    forward: true,
+                    // Named by the route when it goes on.
+                    topic: String::new(),
+                    partition: None,
+                    key: msg.key().map(<[u8]>::to_vec),
+                    payload: msg.payload().map(<[u8]>::to_vec),
+                    headers: msg.headers().map(|h| h.detach()),
+                });
+                self.succeeded();
+            }
             Ok(msg) => {
                 let _ = self.acks.send((opaque, self.outcome(msg, opaque)));
-                if self.failing.load(Ordering::Relaxed) {
-                    let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-                    failures.succeeded(Instant::now());
-                    self.failing.store(false, Ordering::Relaxed);
-                }
+                self.succeeded();
             }
             Err((error, msg)) => {
                 metrics::counter!(m::PRODUCE_ERRORS, "error" => error_label(error)).increment(1);
@@ -176,6 +222,7 @@ impl ProducerContext for DeliveryContext {
                 let _ = self.retries.send(Retry {
                     opaque,
                     too_large,
+                    forward: false,
                     topic: msg.topic().to_string(),
                     partition: (msg.partition() >= 0).then(|| msg.partition()),
                     key: msg.key().map(<[u8]>::to_vec),
@@ -191,6 +238,7 @@ impl ProducerContext for DeliveryContext {
 pub(super) struct Deliveries {
     acks: Mutex<mpsc::Receiver<Ack>>,
     retries: Mutex<mpsc::Receiver<Retry>>,
+    forwards: Mutex<mpsc::Receiver<Retry>>,
 }
 
 impl Deliveries {
@@ -204,6 +252,13 @@ impl Deliveries {
             f(opaque, outcome);
         }
         any
+    }
+
+    /// The alerts delivered since the last call, to send on to their
+    /// output topics.
+    pub(super) fn forwarded(&self) -> Vec<Retry> {
+        let forwards = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
+        forwards.try_iter().collect()
     }
 
     /// Moves the failed deliveries reported since the last call into `into`.
@@ -351,12 +406,14 @@ impl Output {
     pub(super) fn start(config: &Config) -> Result<Started, ConfigError> {
         let (ack_tx, ack_rx) = mpsc::channel();
         let (retry_tx, retry_rx) = mpsc::channel();
+        let (forward_tx, forward_rx) = mpsc::channel();
         let self_acks = ack_tx.clone();
         let producer = clients::producer(
             config,
             DeliveryContext {
                 acks: ack_tx,
                 retries: retry_tx,
+                forwards: forward_tx,
                 failures: Mutex::new(Streak::new(DELIVERY_FAILURES)),
                 failing: AtomicBool::new(false),
                 client_errors: Mutex::new(Streak::new(CLIENT_ERRORS)),
@@ -379,6 +436,7 @@ impl Output {
             deliveries: Deliveries {
                 acks: Mutex::new(ack_rx),
                 retries: Mutex::new(retry_rx),
+                forwards: Mutex::new(forward_rx),
             },
         })
     }
@@ -404,14 +462,23 @@ impl Output {
         let _ = self.producer.flush(timeout);
     }
 
+    /// The record to send for `source`: to its output topic, or, for a
+    /// record that matched (`alert`) when its route has an alerts topic,
+    /// there first, with the alert bit and on any partition (the alerts
+    /// topic may have fewer than the input).
     fn record<'a>(
         &'a self,
         opaque: usize,
         source: &'a Source<'_>,
         payload: Option<&'a [u8]>,
         headers: Option<OwnedHeaders>,
+        alert: bool,
     ) -> Record<'a> {
-        let mut record = BaseRecord::with_opaque_to(&source.route.output, opaque);
+        let (topic, opaque, pinned): (&str, usize, bool) = match source.route.intel.as_deref() {
+            Some(intel) if alert => (intel, alert_opaque(opaque), false),
+            _ => (&source.route.output, opaque, self.same_partition),
+        };
+        let mut record = BaseRecord::with_opaque_to(topic, opaque);
         if let Some(p) = payload {
             record = record.payload(p);
         }
@@ -421,25 +488,27 @@ impl Output {
         if let Some(h) = headers {
             record = record.headers(h);
         }
-        if self.same_partition {
+        if pinned {
             record = record.partition(source.partition);
         }
         record
     }
 
     /// Produces `payload` (the enriched record, or the original one copied)
-    /// for `source`, waiting while the producer's queue is full. Returns
-    /// whether it went to the output topic (the caller counts it); a
-    /// record too large to produce is dead-lettered instead, as `original`.
+    /// for `source`, waiting while the producer's queue is full; to the
+    /// alerts topic first if it matched (`alert`). Returns whether it went
+    /// to the output topic (the caller counts it); a record too large to
+    /// produce is dead-lettered instead, as `original`.
     pub(super) fn send(
         &self,
         opaque: usize,
         mut source: Source<'_>,
         payload: Option<&[u8]>,
         original: Option<&[u8]>,
+        alert: bool,
     ) -> bool {
         let headers = source.headers.take();
-        let record = self.record(opaque, &source, payload, headers);
+        let record = self.record(opaque, &source, payload, headers, alert);
         let Err(refused) = send_blocking(&self.producer, record) else {
             return true;
         };
@@ -459,9 +528,10 @@ impl Output {
         source: Source<'_>,
         payload: &[u8],
         original: &[u8],
+        alert: bool,
     ) -> bool {
         let headers = source.headers.clone();
-        let record = self.record(opaque, &source, Some(payload), headers);
+        let record = self.record(opaque, &source, Some(payload), headers, alert);
         if send_async(&self.producer, record).await.is_ok() {
             self.produced.fetch_add(1, Ordering::Relaxed);
             return true;
@@ -568,7 +638,9 @@ impl Output {
             record = record.headers(h);
         }
         if !retry.too_large {
-            self.retried.fetch_add(1, Ordering::Relaxed);
+            if !retry.forward {
+                self.retried.fetch_add(1, Ordering::Relaxed);
+            }
             match send_blocking(&self.producer, record) {
                 Ok(()) => return,
                 Err(r) => record = r,
@@ -612,6 +684,25 @@ impl Output {
             self.give_up(&dead);
         }
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sends a delivered alert's record on to its output topic, without the
+    /// alert bit: that delivery acknowledges the offset. `place` is the
+    /// input partition and route of its assignment; an earlier
+    /// assignment's is dropped (the partition's next owner redoes it).
+    pub(super) fn forward(&self, mut retry: Retry, place: Option<(i32, &Arc<Route>)>) {
+        let Some((partition, route)) = place else {
+            tracing::debug!(
+                offset = unpack(retry.opaque).1,
+                "A delivered alert of an earlier assignment; not sent on"
+            );
+            return;
+        };
+        route.counts.alerts.inc();
+        retry.opaque = without_alert(retry.opaque);
+        retry.topic = route.output.to_string();
+        retry.partition = self.same_partition.then_some(partition);
+        self.resend(retry, place);
     }
 
     /// A dead letter too large even without its payload (its key and
@@ -704,13 +795,20 @@ mod tests {
         for (slot, offset) in [
             (0, 0),
             (1, 1),
-            (SLOT_MASK, (1 << 43) - 1),
+            (SLOT_MASK, (1 << 42) - 1),
             (7, 123_456_789_012),
         ] {
             assert_eq!(unpack(pack(slot, offset)), (slot, offset));
             let dead = dead_letter_opaque(pack(slot, offset));
             assert!(is_dead_letter(dead) && !is_dead_letter(pack(slot, offset)));
             assert_eq!(unpack(dead), (slot, offset));
+            let alert = alert_opaque(pack(slot, offset));
+            assert!(is_alert(alert) && !is_dead_letter(alert) && !is_alert(dead));
+            assert_eq!(unpack(alert), (slot, offset));
+            assert_eq!(without_alert(alert), pack(slot, offset));
+            let alerts_dead = dead_letter_opaque(alert);
+            assert!(is_dead_letter(alerts_dead) && !is_alert(alerts_dead));
+            assert_eq!(unpack(alerts_dead), (slot, offset));
         }
     }
 }

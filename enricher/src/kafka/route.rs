@@ -1,4 +1,4 @@
-//! A topic's route: its output and dead-letter topic names, resolved once
+//! A topic's route: its output, dead-letter and alerts topic names, resolved once
 //! when the worker is first assigned one of its partitions, and the counts
 //! of its records. Every record carries its topic's route, so none formats
 //! a topic name, and the loop publishes the counts with a `topic` label.
@@ -9,7 +9,7 @@ use crate::config::KafkaConfig;
 use crate::metrics as m;
 use crate::stats::Counter;
 
-/// One input topic's output and dead-letter topics, resolved once when its
+/// One input topic's output, dead-letter and alerts topics, resolved once when its
 /// first partition is assigned (no record formats a topic name), and the
 /// counts of its records, which the loop publishes with a `topic` label.
 #[derive(Debug)]
@@ -20,6 +20,9 @@ pub(super) struct Route {
     pub(super) output: Arc<str>,
     /// Where its dead letters go.
     pub(super) dlq: Arc<str>,
+    /// Where its records that matched an indicator go first (`None`:
+    /// alerts are off, or no indicator files are configured).
+    pub(super) intel: Option<Arc<str>>,
     /// What the consumer thread counts.
     pub(super) counts: Counts,
 }
@@ -36,15 +39,22 @@ pub(super) struct Counts {
     pub(super) enriched: Counter,
     /// Records delivered unchanged (passthrough, tombstones).
     pub(super) passed: Counter,
+    /// Alerts delivered.
+    pub(super) alerts: Counter,
 }
 
 impl Route {
-    /// The route of `input`, per the configuration.
-    pub(super) fn new(kafka: &KafkaConfig, input: &str) -> Self {
+    /// The route of `input`, per the configuration; `intel` says whether
+    /// indicator files are configured.
+    pub(super) fn new(kafka: &KafkaConfig, input: &str, intel: bool) -> Self {
         Self {
             input: input.into(),
             output: kafka.output_topic_for(input).into(),
             dlq: kafka.dlq_topic_for(input).into(),
+            intel: kafka
+                .intel_topic_for(input)
+                .filter(|_| intel)
+                .map(Into::into),
             counts: Counts::default(),
         }
     }
@@ -65,8 +75,11 @@ impl Route {
             .absolute(self.counts.received.get());
         metrics::counter!(m::RECORDS, "outcome" => "enriched", "topic" => Arc::clone(&topic))
             .absolute(self.counts.enriched.get());
-        metrics::counter!(m::RECORDS, "outcome" => "passed", "topic" => topic)
+        metrics::counter!(m::RECORDS, "outcome" => "passed", "topic" => Arc::clone(&topic))
             .absolute(self.counts.passed.get());
+        if self.intel.is_some() {
+            metrics::counter!(m::INTEL_ALERTS, "topic" => topic).absolute(self.counts.alerts.get());
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod alerts;
 mod bad_input;
 mod cache;
 mod chaos;
