@@ -209,7 +209,9 @@ pub struct Scratch {
     not_an_address: u64,
     /// A per-thread front for L1, for a scratch that lives as long as its
     /// thread (see [`Scratch::with_front`]).
-    front: Option<Front<Arc<Entry>>>,
+    front: Option<Front<IpAddr, Arc<Entry>>>,
+    /// A per-thread front for the parts of host names, with it.
+    name_front: Option<domains::NameFront>,
     /// (field, parts) of the name and URL fields, in document order.
     names: Vec<(u16, Arc<Named>)>,
     /// A URL put together from a path and a host field.
@@ -223,12 +225,14 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Buffers with a small private front for L1 (384 KiB), for the one
+    /// Buffers with a small private front for L1 (384 KiB) and one for
+    /// host names' parts (128 KiB), for the one
     /// long-lived scratch of a thread that calls [`Enricher::enrich_cached`]
     /// for every record. A per-record task's scratch does without.
     pub fn with_front() -> Self {
         Self {
             front: Some(Front::new(front::SLOTS)),
+            name_front: Some(Front::new(domains::NAME_FRONT_SLOTS)),
             ..Self::default()
         }
     }
@@ -510,7 +514,7 @@ impl Enricher {
             let ip = s.unique[i].ip;
             let entry = match (s.front.as_mut(), now) {
                 (Some(front), Some(now)) => front.get_or_load(
-                    ip,
+                    &ip,
                     now,
                     |e| e.geo_gen == generation && now < e.expires,
                     || self.l1_get(ip, generation),
@@ -589,8 +593,14 @@ impl Enricher {
         json::scan(input, &self.wanted, &self.opts.limits, &mut s.scan)?;
         if self.domains.any() {
             let found = &s.scan.found;
-            self.domains
-                .collect(input, found, &mut s.names, &mut s.text, &mut s.joined);
+            self.domains.collect(
+                input,
+                found,
+                &mut s.names,
+                s.name_front.as_mut(),
+                &mut s.text,
+                &mut s.joined,
+            );
         }
         let mask = match s.scan.log_type {
             Some((start, end, escaped)) if !self.type_masks.is_empty() => {

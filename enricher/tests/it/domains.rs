@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use enricher::enrich::Scratch;
+
 use super::*;
 
 /// Replaces `path` by a new file (a new inode, as a ConfigMap or an
@@ -33,6 +35,16 @@ async fn a_replaced_public_suffix_list_is_used_and_a_bad_one_is_rejected() {
     };
     let v = enrich(&core.enricher, record).await;
     assert_eq!(parts(&v), ("corp.test".into(), "test".into()), "{v}");
+    // A lane's long-lived scratch holds the parts in its own front.
+    let mut lane = Scratch::with_front();
+    let cached = |lane: &mut Scratch| {
+        let mut out = Vec::new();
+        core.enricher
+            .enrich_cached(record.as_bytes(), lane, &mut out)
+            .unwrap();
+        serde_json::from_slice::<Value>(&out).unwrap()
+    };
+    assert_eq!(parts(&cached(&mut lane)), ("corp.test".into(), "test".into()));
 
     // A newer list: corp.test is a suffix now. The cached parts go.
     replace(
@@ -49,6 +61,9 @@ async fn a_replaced_public_suffix_list_is_used_and_a_bad_one_is_rejected() {
     }
     assert_eq!(parts(&v), ("b.corp.test".into(), "corp.test".into()), "{v}");
     assert_eq!(v["query_subdomain"], "a", "{v}");
+    // The front's copy was made with the old list: not used any more.
+    let v = cached(&mut lane);
+    assert_eq!(parts(&v), ("b.corp.test".into(), "corp.test".into()), "{v}");
 
     // An empty file is not a list: rejected, the newer list keeps serving.
     replace(&psl, "");
