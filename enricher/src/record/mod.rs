@@ -7,6 +7,8 @@
 //! Zeek's own JSON writer produces by [`tsv::TsvReader`], so both inputs go
 //! through the same scan and get the same enrichment.
 
+use std::collections::HashMap;
+
 pub mod json;
 pub mod tsv;
 
@@ -98,6 +100,9 @@ pub struct Wanted {
     /// Rejects almost every top-level key that is neither a path, nor a
     /// dotted prefix of one, nor the type key.
     filter: Filter,
+    /// Every path and every dotted prefix of one: the path it is (its
+    /// index), and whether a longer path continues it with a '.'.
+    names: HashMap<Box<[u8]>, (Option<u16>, bool), foldhash::fast::RandomState>,
 }
 
 /// A quick test on a name's length, first byte and last byte, so most keys
@@ -165,10 +170,23 @@ impl Wanted {
                 }
             }
         }
+        let mut names: HashMap<Box<[u8]>, (Option<u16>, bool), _> = HashMap::default();
+        for (i, path) in kept.iter().enumerate() {
+            let path = path.as_bytes();
+            // `kept` holds at most MAX_PATHS paths, so `i` fits.
+            names.entry(path.into()).or_default().0 = u16::try_from(i).ok();
+            for (at, &c) in path.iter().enumerate() {
+                if c == b'.' {
+                    let prefix = path.get(..at).unwrap_or_default();
+                    names.entry(prefix.into()).or_default().1 = true;
+                }
+            }
+        }
         Self {
             paths: kept,
             type_key: type_key.to_owned(),
             filter,
+            names,
         }
     }
 
@@ -203,20 +221,7 @@ impl Wanted {
     /// whether some longer path continues it with a '.', which makes an
     /// object value worth descending into.
     fn classify(&self, name: &[u8]) -> (Option<u16>, bool) {
-        let mut exact = None;
-        let mut descend = false;
-        for (i, path) in self.paths.iter().enumerate() {
-            let path = path.as_bytes();
-            if let Some(rest) = path.strip_prefix(name) {
-                match rest.first() {
-                    // `new` keeps at most MAX_PATHS paths, so `i` fits.
-                    None => exact = u16::try_from(i).ok(),
-                    Some(b'.') => descend = true,
-                    Some(_) => {}
-                }
-            }
-        }
-        (exact, descend)
+        self.names.get(name).copied().unwrap_or_default()
     }
 }
 
