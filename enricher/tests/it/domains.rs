@@ -44,7 +44,10 @@ async fn a_replaced_public_suffix_list_is_used_and_a_bad_one_is_rejected() {
             .unwrap();
         serde_json::from_slice::<Value>(&out).unwrap()
     };
-    assert_eq!(parts(&cached(&mut lane)), ("corp.test".into(), "test".into()));
+    assert_eq!(
+        parts(&cached(&mut lane)),
+        ("corp.test".into(), "test".into())
+    );
 
     // A newer list: corp.test is a suffix now. The cached parts go.
     replace(
