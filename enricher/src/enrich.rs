@@ -38,8 +38,8 @@ use domains::{Domains, Named};
 mod matches;
 mod watch;
 use front::Front;
-use matches::Hashes;
 pub use matches::Lists;
+use matches::{Hashes, RowKey};
 pub use watch::{ListsWatcher, Reloaded};
 
 /// Which fields hold addresses, per log type: `[fields]`, taken as it is.
@@ -669,6 +669,14 @@ impl Enricher {
         let mut splice = self.splicer.begin(input, s.scan.close, s.scan.members, out);
         let mut arrays_seen = 0u64;
         let provenance = self.opts.provenance;
+        let lists = self.lists.load();
+        // Nested naming: table rows go in each field's object (a buffer per
+        // record, only with tables and nested naming).
+        let rows = (self.opts.naming == Naming::Nested)
+            .then(|| lists.as_deref().filter(|l| l.has_tables()))
+            .flatten();
+        let mut row_buf = Vec::new();
+        let mut row_members = Vec::new();
         for &(field, index) in &s.hits {
             let bit = 1u64 << field;
             if self.array_mask & bit != 0 {
@@ -677,12 +685,23 @@ impl Enricher {
             }
             let unique = &s.unique[index as usize];
             let fragment = unique.entry.as_ref().map_or(&empty, |e| &e.fragment);
-            if provenance {
-                splice.field(
-                    field as usize,
-                    fragment,
-                    &[(Attr::Tier, unique.tier.json())],
-                );
+            let tier = provenance.then(|| unique.tier.json());
+            if let Some(lists) = rows {
+                row_buf.clear();
+                row_members.clear();
+                lists.row_members(RowKey::Ip(unique.ip), &mut row_buf, &mut row_members);
+                let extra: Vec<(Attr, &[u8])> = tier
+                    .map(|t| (Attr::Tier, t))
+                    .into_iter()
+                    .chain(
+                        row_members
+                            .iter()
+                            .map(|(a, r)| (*a, row_buf.get(r.clone()).unwrap_or_default())),
+                    )
+                    .collect();
+                splice.field(field as usize, fragment, &extra);
+            } else if let Some(tier) = tier {
+                splice.field(field as usize, fragment, &[(Attr::Tier, tier)]);
             } else {
                 splice.field(field as usize, fragment, &[]);
             }
@@ -699,7 +718,18 @@ impl Enricher {
             splice.array(field as usize, items);
         }
         for (field, named) in &s.names {
-            splice.field(usize::from(*field), &named.fragment, &[]);
+            if let Some(lists) = rows {
+                row_buf.clear();
+                row_members.clear();
+                lists.row_members(RowKey::Name(&named.key), &mut row_buf, &mut row_members);
+                let extra: Vec<(Attr, &[u8])> = row_members
+                    .iter()
+                    .map(|(a, r)| (*a, row_buf.get(r.clone()).unwrap_or_default()))
+                    .collect();
+                splice.field(usize::from(*field), &named.fragment, &extra);
+            } else {
+                splice.field(usize::from(*field), &named.fragment, &[]);
+            }
             if named.invalid {
                 let path = self.wanted.paths().get(usize::from(*field));
                 metrics::counter!(m::NOT_A_DOMAIN, "field" => path.cloned().unwrap_or_default())
@@ -707,7 +737,7 @@ impl Enricher {
             }
         }
         s.matched = false;
-        if let Some(lists) = &*self.lists.load() {
+        if let Some(lists) = &*lists {
             s.hashes.clear();
             if lists.set().has(crate::intel::Kind::Hash) {
                 s.hashes
@@ -724,6 +754,9 @@ impl Enricher {
                 (field as usize, u.ip, ptr, array_mask & (1 << field) != 0)
             });
             let names = s.names.iter().map(|(f, n)| (usize::from(*f), &n.key));
+            if rows.is_none() {
+                lists.write_tables(hits.clone(), names.clone(), &mut splice, &mut s.intel);
+            }
             s.matched = lists.write(
                 hits,
                 names,

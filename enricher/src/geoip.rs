@@ -33,6 +33,7 @@ use crate::reload::{Stamp, stamp};
 use crate::splice::{Attr, FragmentBuilder};
 
 mod decode;
+pub(crate) use decode::intern;
 pub use decode::{DbKind, MAX_CUSTOM_JSON, attr_kind};
 use decode::{Field, Style};
 

@@ -16,10 +16,12 @@
 //! entry would be, and a reload is one atomic swap of [`Lists`].
 
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::domains::{self, Key};
+use crate::config::{Attr, CustomName};
 use crate::intel::{Indicator, IntelSet, Kind, Table};
 use crate::metrics as m;
 use crate::record::Found;
@@ -36,6 +38,18 @@ pub struct Lists {
     table_keys: Vec<Vec<Vec<Vec<u8>>>>,
     /// Per field: `<field><sep>ptr`, the name a PTR match is reported under.
     ptr_fields: Vec<String>,
+    /// Per table, per column: the column as an attribute of a field's
+    /// nested object (nested naming).
+    table_attrs: Vec<Vec<Attr>>,
+}
+
+/// What a table row is looked up by.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RowKey<'a> {
+    /// An address field's address.
+    Ip(IpAddr),
+    /// A name field's key.
+    Name(&'a Key),
 }
 
 impl Lists {
@@ -71,12 +85,52 @@ impl Lists {
             .iter()
             .map(|f| format!("{}{separator}ptr", f.as_ref()))
             .collect();
+        let table_attrs = tables
+            .iter()
+            .map(|t| {
+                t.columns()
+                    .iter()
+                    .map(|c| Attr::Custom(CustomName(crate::geoip::intern(c))))
+                    .collect()
+            })
+            .collect();
         Self {
             set,
             tables,
             member: json,
+            table_attrs,
             table_keys,
             ptr_fields,
+        }
+    }
+
+    /// Whether any table is loaded.
+    pub(super) fn has_tables(&self) -> bool {
+        !self.tables.is_empty()
+    }
+
+    /// With nested naming: the table attributes of one address or name, as
+    /// members of its field's object: the attribute and the range of its
+    /// JSON value in `buf`, into `out` (both appended to).
+    pub(super) fn row_members(
+        &self,
+        key: RowKey<'_>,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<(Attr, Range<usize>)>,
+    ) {
+        for (table, attrs) in self.tables.iter().zip(&self.table_attrs) {
+            let row = match key {
+                RowKey::Ip(ip) => table.ip(ip),
+                RowKey::Name(Key::Name(name)) => table.domain(name),
+                RowKey::Name(_) => None,
+            };
+            for (attr, value) in attrs.iter().zip(row.into_iter().flatten()) {
+                if !value.is_empty() {
+                    let start = buf.len();
+                    write_str(buf, value);
+                    out.push((*attr, start..buf.len()));
+                }
+            }
         }
     }
 
@@ -105,20 +159,18 @@ impl Lists {
         }
     }
 
-    /// Writes the table attributes and the `_intel` member of a record:
-    /// `ips` (field index, address, PTR name, whether the field is a
-    /// list), `names` (field index, the name or URL key of a name or URL
-    /// field) and `hashes` (field index, value); returns whether any
-    /// indicator matched. `buf` is reused.
-    pub(super) fn write<'a>(
+    /// Writes the table attributes of a record in flat form
+    /// (`"<field><sep><column>"`): `ips` (field index, address, PTR name,
+    /// whether the field is a list) and `names` (field index, the name or
+    /// URL key of a name or URL field). Nested naming writes them in each
+    /// field's object instead ([`Lists::row_members`]). `buf` is reused.
+    pub(super) fn write_tables<'a>(
         &self,
         ips: impl Iterator<Item = (usize, IpAddr, Option<&'a str>, bool)> + Clone,
         names: impl Iterator<Item = (usize, &'a Key)> + Clone,
-        hashes: impl Iterator<Item = (usize, &'a str)>,
-        fields: &[impl AsRef<str>],
         splice: &mut Splice<'_, '_>,
         buf: &mut Vec<u8>,
-    ) -> bool {
+    ) {
         for (t, table) in self.tables.iter().enumerate() {
             let Some(keys) = self.table_keys.get(t) else {
                 continue;
@@ -144,6 +196,20 @@ impl Lists {
                 }
             }
         }
+    }
+
+    /// Writes the `_intel` member of a record: `ips` and `names` as for
+    /// [`Lists::write_tables`], `hashes` (field index, value); returns
+    /// whether any indicator matched. `buf` is reused.
+    pub(super) fn write<'a>(
+        &self,
+        ips: impl Iterator<Item = (usize, IpAddr, Option<&'a str>, bool)>,
+        names: impl Iterator<Item = (usize, &'a Key)>,
+        hashes: impl Iterator<Item = (usize, &'a str)>,
+        fields: &[impl AsRef<str>],
+        splice: &mut Splice<'_, '_>,
+        buf: &mut Vec<u8>,
+    ) -> bool {
         let set = &*self.set;
         if set.is_empty() {
             return false;

@@ -217,7 +217,7 @@ impl Field {
 
 /// Output names of custom attributes live as long as the process; each
 /// distinct name is stored once, however often a configuration is loaded.
-fn intern(name: &str) -> &'static str {
+pub(crate) fn intern(name: &str) -> &'static str {
     static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
     let mut names = NAMES
         .get_or_init(Default::default)

@@ -541,3 +541,41 @@ fn pipe_matches_names_urls_and_hashes_end_to_end() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with(&dns("a.evil.example")[..dns("a.evil.example").len() - 1]));
 }
+
+#[test]
+fn nested_naming_puts_table_columns_in_each_fields_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let sites = write(
+        dir.path(),
+        "sites.csv",
+        "cidr,owner,site\n10.0.0.0/8,corp,hq\n10.1.0.0/16,lab,b2\n",
+    );
+    let zones = write(dir.path(), "zones.csv", "domain,zone\nexample.org,web\n");
+    let input = format!(
+        "{}\n{}\n",
+        conn("10.1.2.3", "192.0.2.1"),
+        r#"{"_path":"dns","uid":"D","id.orig_h":"10.9.9.9","id.resp_h":"192.0.2.53","query":"www.example.org"}"#,
+    );
+    let args = [
+        "pipe", "--no-dns", "--naming", "nested", "--table", &sites, "--table", &zones,
+    ];
+    let out = run(&args, input.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = values(&out.stdout);
+    assert_eq!(v[0]["id.orig_h_enr"]["owner"], "lab", "{}", v[0]);
+    assert_eq!(v[0]["id.orig_h_enr"]["site"], "b2", "{}", v[0]);
+    assert!(v[0].get("id.orig_h_owner").is_none(), "{}", v[0]);
+    assert!(v[0]["id.resp_h_enr"].get("owner").is_none(), "{}", v[0]);
+    assert_eq!(v[1]["id.orig_h_enr"]["site"], "hq", "{}", v[1]);
+    assert_eq!(v[1]["query_enr"]["zone"], "web", "{}", v[1]);
+    assert_eq!(
+        v[1]["query_enr"]["registered_domain"], "example.org",
+        "{}",
+        v[1]
+    );
+    assert!(v[1].get("query_zone").is_none(), "{}", v[1]);
+}
