@@ -6,7 +6,8 @@
 //! consume.rs   consumer thread: poll --> acker.track --> Batch
 //! lane.rs      lane thread:     enrich_cached --Done--> Output::send(opaque)
 //!                                      '--Pending--> tokio task: enrich, Output::send_async
-//! produce.rs   producer thread: delivery report --ok--> acks ----------.
+//! produce.rs   lane, task:      Output::send --> the producer (records, dead letters, resends)
+//! delivery.rs  producer thread: delivery report --ok--> acks ----------.
 //!                                      '--failed--> retries --.        |
 //! partitions.rs consumer thread: settle: acks --> acker;  retries --> Output::resend (after a backoff)
 //!                               forwards (delivered alerts) --> Output::forward: on to the output topic
@@ -46,6 +47,7 @@ use crate::enrich::{Enricher, Scratch};
 mod clients;
 mod commit;
 mod consume;
+mod delivery;
 mod health;
 mod lane;
 mod partitions;

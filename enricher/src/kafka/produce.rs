@@ -1,6 +1,7 @@
 //! The one owner of the producer and of each input topic's output,
 //! dead-letter and alerts topics (its [`Route`]): the only place that builds a record
-//! to send (a dead letter included), and where delivery reports come back.
+//! to send (a dead letter included). Delivery reports come back through
+//! `delivery.rs`.
 //!
 //! ```text
 //! lane / lookup task --send(opaque)--> producer --delivery report (producer thread)-->
@@ -19,17 +20,17 @@
 //! delivery acknowledges the offset: committed only after both.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
-use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use super::clients::{self, CLIENT_ERRORS, error_label, log_client_error};
+use super::clients;
+use super::delivery::{self, DeliveryContext};
+pub(super) use super::delivery::{Deliveries, Resends, Retry};
 use super::route::{Outcome, Route};
-use super::streak::{Backoff, Messages, Streak};
 use crate::config::{Config, ConfigError};
 use crate::metrics as m;
 use crate::record::RecordError;
@@ -58,34 +59,34 @@ pub(super) fn unpack(opaque: usize) -> (u32, i64) {
 
 /// The opaque of the dead letter of the record whose opaque is `opaque`
 /// (an alert's dead letter is no alert: its delivery acknowledges).
-fn dead_letter_opaque(opaque: usize) -> usize {
+pub(super) fn dead_letter_opaque(opaque: usize) -> usize {
     ((opaque as u64 & !ALERT) | DEAD_LETTER) as usize
 }
 
 /// The opaque of a record's copy sent to its alerts topic.
-fn alert_opaque(opaque: usize) -> usize {
+pub(super) fn alert_opaque(opaque: usize) -> usize {
     (opaque as u64 | ALERT) as usize
 }
 
 /// Whether an opaque is an alert's (its delivery is forwarded, not acked).
-fn is_alert(opaque: usize) -> bool {
+pub(super) fn is_alert(opaque: usize) -> bool {
     opaque as u64 & ALERT != 0
 }
 
 /// The opaque of a delivered alert's output record.
-fn without_alert(opaque: usize) -> usize {
+pub(super) fn without_alert(opaque: usize) -> usize {
     (opaque as u64 & !ALERT) as usize
 }
 
 /// Whether an opaque is a dead letter's.
-fn is_dead_letter(opaque: usize) -> bool {
+pub(super) fn is_dead_letter(opaque: usize) -> bool {
     opaque as u64 & DEAD_LETTER != 0
 }
 
 /// A delivery report that succeeded: the record's opaque and outcome.
 pub(super) type Ack = (usize, Outcome);
 
-type Producer_ = BaseProducer<DeliveryContext>;
+pub(super) type Producer_ = BaseProducer<DeliveryContext>;
 type Record<'a> = BaseRecord<'a, [u8], [u8], usize>;
 
 /// The header a dead letter sent without its payload carries: the size in
@@ -93,233 +94,17 @@ type Record<'a> = BaseRecord<'a, [u8], [u8], usize>;
 const PAYLOAD_DROPPED: &str = "enricher.payload_dropped";
 
 /// The header that says why a record was dead-lettered.
-const REASON: &str = "enricher.reason";
+pub(super) const REASON: &str = "enricher.reason";
 
 /// The header that names a dead letter's input topic.
-const SOURCE_TOPIC: &str = "enricher.source.topic";
+pub(super) const SOURCE_TOPIC: &str = "enricher.source.topic";
 
 /// A header's value as text, if the record has it.
-fn header<'a>(headers: Option<&'a impl Headers>, key: &str) -> Option<&'a str> {
+pub(super) fn header<'a>(headers: Option<&'a impl Headers>, key: &str) -> Option<&'a str> {
     headers
         .and_then(|h| h.iter().find(|h| h.key == key))
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
-}
-
-/// A delivery that failed after librdkafka's own retries: sent again, or
-/// dead-lettered if the broker refused it as too large. Or a delivered
-/// alert, to send on to the output topic ([`Output::forward`]).
-pub(super) struct Retry {
-    opaque: usize,
-    too_large: bool,
-    /// A delivered alert's record on its way to the output: not counted as
-    /// sent again.
-    forward: bool,
-    topic: String,
-    partition: Option<i32>,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-    headers: Option<OwnedHeaders>,
-}
-
-impl Retry {
-    /// The assignment slot of the record.
-    pub(super) fn slot(&self) -> u32 {
-        unpack(self.opaque).0
-    }
-}
-
-const DELIVERY_FAILURES: Messages = Messages {
-    started: "Deliveries failing; sending them again with backoff",
-    ongoing: "Deliveries still failing",
-    ended: "Deliveries succeed again",
-};
-
-/// The producer's context: delivery reports become acks, forwards or retries.
-pub(super) struct DeliveryContext {
-    acks: mpsc::Sender<Ack>,
-    retries: mpsc::Sender<Retry>,
-    forwards: mpsc::Sender<Retry>,
-    /// Failed deliveries, said once per streak.
-    failures: Mutex<Streak>,
-    /// Whether a streak is going on, so that a success takes no lock.
-    failing: AtomicBool,
-    /// librdkafka's global errors, said once per streak.
-    client_errors: Mutex<Streak>,
-    passthrough: bool,
-}
-
-impl DeliveryContext {
-    /// How a delivered record counts; a dead letter is counted here, by
-    /// reason and input topic.
-    fn outcome(&self, msg: &BorrowedMessage<'_>, opaque: usize) -> Outcome {
-        if is_dead_letter(opaque) {
-            let headers = msg.headers();
-            let reason = header(headers, REASON).unwrap_or("unknown").to_string();
-            let topic = header(headers, SOURCE_TOPIC)
-                .unwrap_or("unknown")
-                .to_string();
-            metrics::counter!(m::RECORDS, "outcome" => "dead_lettered", "reason" => reason, "topic" => topic)
-                .increment(1);
-            Outcome::Counted
-        } else if self.passthrough || msg.payload().is_none() {
-            Outcome::Passed
-        } else {
-            Outcome::Enriched
-        }
-    }
-
-    /// Ends a streak of failed deliveries, if one is going on.
-    fn succeeded(&self) {
-        if self.failing.load(Ordering::Relaxed) {
-            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-            failures.succeeded(Instant::now());
-            self.failing.store(false, Ordering::Relaxed);
-        }
-    }
-}
-
-impl ClientContext for DeliveryContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        log_client_error(&self.client_errors, &error, reason);
-    }
-}
-
-impl ProducerContext for DeliveryContext {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-        match result {
-            Ok(msg) if is_alert(opaque) => {
-                let _ = self.forwards.send(Retry {
-                    opaque,
-                    too_large: false,
-                    forward: true,
-                    // Named by the route when it goes on.
-                    topic: String::new(),
-                    partition: None,
-                    key: msg.key().map(<[u8]>::to_vec),
-                    payload: msg.payload().map(<[u8]>::to_vec),
-                    headers: msg.headers().map(|h| h.detach()),
-                });
-                self.succeeded();
-            }
-            Ok(msg) => {
-                let _ = self.acks.send((opaque, self.outcome(msg, opaque)));
-                self.succeeded();
-            }
-            Err((error, msg)) => {
-                metrics::counter!(m::PRODUCE_ERRORS, "error" => error_label(error)).increment(1);
-                let too_large = too_large(error);
-                if too_large {
-                    tracing::warn!(%error, topic = msg.topic(), "Delivery refused as too large; dead-lettering the record");
-                } else {
-                    let place = format!("{}/{}", msg.topic(), msg.partition());
-                    let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-                    failures.failed(Instant::now(), error, &place);
-                    self.failing.store(true, Ordering::Relaxed);
-                }
-                let _ = self.retries.send(Retry {
-                    opaque,
-                    too_large,
-                    forward: false,
-                    topic: msg.topic().to_string(),
-                    partition: (msg.partition() >= 0).then(|| msg.partition()),
-                    key: msg.key().map(<[u8]>::to_vec),
-                    payload: msg.payload().map(<[u8]>::to_vec),
-                    headers: msg.headers().map(|h| h.detach()),
-                });
-            }
-        }
-    }
-}
-
-/// The receiving end of the delivery reports, read by the consumer thread.
-pub(super) struct Deliveries {
-    acks: Mutex<mpsc::Receiver<Ack>>,
-    retries: Mutex<mpsc::Receiver<Retry>>,
-    forwards: Mutex<mpsc::Receiver<Retry>>,
-}
-
-impl Deliveries {
-    /// Calls `f` with the opaque and outcome of every record acknowledged
-    /// since the last call; returns whether there was any.
-    pub(super) fn acked(&self, mut f: impl FnMut(usize, Outcome)) -> bool {
-        let acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
-        let mut any = false;
-        while let Ok((opaque, outcome)) = acks.try_recv() {
-            any = true;
-            f(opaque, outcome);
-        }
-        any
-    }
-
-    /// The alerts delivered since the last call, to send on to their
-    /// output topics.
-    pub(super) fn forwarded(&self) -> Vec<Retry> {
-        let forwards = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
-        forwards.try_iter().collect()
-    }
-
-    /// Moves the failed deliveries reported since the last call into `into`.
-    pub(super) fn failed(&self, into: &mut Resends) {
-        let retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
-        into.queue.extend(retries.try_iter());
-    }
-}
-
-/// Failed deliveries waiting for their backoff to pass. A broker that
-/// fails every request is not asked again in a loop: the failed records
-/// wait, and the in-flight limit holds new ones.
-pub(super) struct Resends {
-    queue: Vec<Retry>,
-    /// When the queue goes out; `None` while it is empty.
-    at: Option<Instant>,
-    backoff: Backoff,
-}
-
-impl Resends {
-    /// An empty queue with the configured backoff.
-    pub(super) fn new(config: &Config) -> Self {
-        Self {
-            queue: Vec::new(),
-            at: None,
-            backoff: Backoff::new(
-                Duration::from_millis(config.worker.resend_backoff_ms),
-                Duration::from_millis(config.worker.resend_backoff_max_ms),
-            ),
-        }
-    }
-
-    /// The records to send again now, if their backoff has passed. `acked`
-    /// says whether deliveries succeeded since the last call (which resets
-    /// the backoff once nothing is waiting).
-    pub(super) fn due(&mut self, now: Instant, acked: bool) -> Vec<Retry> {
-        if self.queue.is_empty() {
-            if acked {
-                self.backoff.reset();
-            }
-            return Vec::new();
-        }
-        let due = *self
-            .at
-            .get_or_insert_with(|| now + self.backoff.next_delay(jitter()));
-        if now < due {
-            return Vec::new();
-        }
-        self.at = None;
-        std::mem::take(&mut self.queue)
-    }
-}
-
-/// A number in [0, 1) that differs between workers and calls: enough to
-/// keep workers that failed together from retrying together.
-fn jitter() -> f64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_000) / 1_000_000.0
 }
 
 /// Where a record came from: its topic's route, its partition and offset
@@ -404,22 +189,8 @@ pub(super) struct Started {
 impl Output {
     /// Creates the producer.
     pub(super) fn start(config: &Config) -> Result<Started, ConfigError> {
-        let (ack_tx, ack_rx) = mpsc::channel();
-        let (retry_tx, retry_rx) = mpsc::channel();
-        let (forward_tx, forward_rx) = mpsc::channel();
-        let self_acks = ack_tx.clone();
-        let producer = clients::producer(
-            config,
-            DeliveryContext {
-                acks: ack_tx,
-                retries: retry_tx,
-                forwards: forward_tx,
-                failures: Mutex::new(Streak::new(DELIVERY_FAILURES)),
-                failing: AtomicBool::new(false),
-                client_errors: Mutex::new(Streak::new(CLIENT_ERRORS)),
-                passthrough: config.worker.passthrough,
-            },
-        )?;
+        let (context, deliveries, self_acks) = delivery::channels(config.worker.passthrough);
+        let producer = clients::producer(config, context)?;
         let producer = Polled::start(producer).map_err(|e| {
             ConfigError::new("kafka.brokers", format!("cannot start the producer: {e}"))
         })?;
@@ -433,11 +204,7 @@ impl Output {
                 dead_lettered: AtomicU64::new(0),
                 retried: AtomicU64::new(0),
             },
-            deliveries: Deliveries {
-                acks: Mutex::new(ack_rx),
-                retries: Mutex::new(retry_rx),
-                forwards: Mutex::new(forward_rx),
-            },
+            deliveries,
         })
     }
 
@@ -727,7 +494,7 @@ impl Output {
 }
 
 /// The one produce error that retrying never fixes.
-fn too_large(error: &KafkaError) -> bool {
+pub(super) fn too_large(error: &KafkaError) -> bool {
     matches!(
         error,
         KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
