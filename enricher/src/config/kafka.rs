@@ -91,9 +91,9 @@ pub struct KafkaConfig {
     /// are acknowledged. Used only with `intel.files`.
     pub intel_topic_template: String,
     /// Compression of produced records: `none`, `lz4`, `zstd`, `snappy` or
-    /// `gzip`. `none` by default, as in Logstash, Vector and Telegraf: lz4
-    /// cost the worker about 1 µs a record and tansu 20 (loadtest bench);
-    /// choose `lz4` or `zstd` where network or disk is dear (the chart does).
+    /// `gzip`. `none` by default, as in Logstash, Vector and Telegraf (what
+    /// lz4 costs: docs/benchmarks.md); choose `lz4` or `zstd` where network
+    /// or disk is dear (the chart does).
     pub compression: Compression,
     /// librdkafka's idempotent producer. Off by default: its in-flight cap
     /// (bundled librdkafka 2.12) busy-waits on a broker slower than the

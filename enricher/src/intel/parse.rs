@@ -194,12 +194,7 @@ fn csv(
 ) -> Result<Skipped, IntelError> {
     let mut header: Option<Vec<String>> = None;
     let mut cells = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let no = i + 1;
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.trim().is_empty() || (header.is_none() && line.starts_with('#')) {
-            continue;
-        }
+    for (no, line) in csv_lines(text) {
         split_csv(line, &mut cells).map_err(|p| bad(file, no, p))?;
         let Some(names) = &header else {
             let names: Vec<String> = cells
@@ -348,6 +343,21 @@ fn is_domain(value: &str) -> bool {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         && !v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// The lines of a CSV text worth reading, with their line numbers: blank
+/// lines are skipped, and `#` comment lines before the header (the first
+/// line read).
+pub(super) fn csv_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut header_seen = false;
+    text.lines().enumerate().filter_map(move |(i, line)| {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() || (!header_seen && line.starts_with('#')) {
+            return None;
+        }
+        header_seen = true;
+        Some((i + 1, line))
+    })
 }
 
 /// Splits one CSV line (RFC 4180 quoting, no newline inside quotes) into `cells`.

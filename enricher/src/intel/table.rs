@@ -52,12 +52,7 @@ impl Table {
         let mut table = Table::default();
         let mut header: Option<(usize, Vec<usize>)> = None;
         let mut cells = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let no = i + 1;
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if line.trim().is_empty() || (header.is_none() && line.starts_with('#')) {
-                continue;
-            }
+        for (no, line) in super::parse::csv_lines(text) {
             super::parse::split_csv(line, &mut cells).map_err(|p| bad(no, p))?;
             let Some((key_at, picked)) = &header else {
                 let names: Vec<&str> = cells.iter().map(|c| c.trim()).collect();

@@ -209,15 +209,7 @@ fn deliveries_that_time_out_in_an_outage_lose_no_alert() {
     // A slow round trip first, so that produce requests are surely in
     // flight when the broker goes down.
     let cluster = kafka.cluster();
-    cluster
-        .broker_round_trip_time(-1, Duration::from_millis(500))
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
-    cluster.broker_down(-1).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    cluster.broker_up(-1).unwrap();
-    cluster.broker_round_trip_time(-1, Duration::ZERO).unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    super::faults::outage(cluster);
     let n = feeder.finish();
     wait_committed_to_end(&kafka, &c.kafka.group_id, topic, partitions);
     let report = w.stop();

@@ -379,15 +379,7 @@ fn deliveries_that_time_out_in_an_outage_are_sent_again_by_the_worker() {
     // A slow round trip first, so that produce requests are surely in flight
     // when the brokers go down, however fast the worker keeps up.
     let cluster = fed.kafka.cluster();
-    cluster
-        .broker_round_trip_time(-1, Duration::from_millis(500))
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(1));
-    cluster.broker_down(-1).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    cluster.broker_up(-1).unwrap();
-    cluster.broker_round_trip_time(-1, Duration::ZERO).unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    outage(cluster);
     let n = fed.drain();
     let (report, dups) = fed.stop(n, "delivery timeouts");
     assert!(report.retried > 0, "the outage failed some deliveries");
@@ -961,4 +953,20 @@ fn a_second_signal_during_the_drain_exits_at_once() {
     );
     assert_eq!(status.code(), Some(75));
     assert!(since.elapsed() < Duration::from_secs(2));
+}
+
+/// A 3 s outage of every broker, behind a slow round trip so that produce
+/// requests are surely in flight when the brokers go down.
+pub(super) fn outage(
+    cluster: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+) {
+    cluster
+        .broker_round_trip_time(-1, Duration::from_millis(500))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.broker_down(-1).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.broker_up(-1).unwrap();
+    cluster.broker_round_trip_time(-1, Duration::ZERO).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
 }
