@@ -17,8 +17,8 @@ use test_support::kafka::{Kafka, MockKafka, Tansu, count_ids};
 
 use super::chaos::metric;
 use super::faults::{
-    Feeder, Proc, every_id_out, sum, topics, wait_committed_to_end, wait_for_output, wait_spread,
-    write_run_config,
+    Feeder, MOCK_JOIN, Proc, every_id_out, sum, topics, wait_committed_to_end, wait_for_output,
+    wait_spread, write_run_config,
 };
 use super::kafka::{Worker, kafka_config, records, wait_until};
 use super::*;
@@ -239,7 +239,7 @@ fn workers_joining_and_leaving_lose_no_alert() {
     let first = spawn("first", &kafka, topic, &dbs);
     wait_for_output(&kafka, topic, partitions);
     let second = spawn("second", &kafka, topic, &dbs);
-    wait_spread(&[&first, &second], partitions, Duration::from_secs(25));
+    wait_spread(&[&first, &second], partitions, MOCK_JOIN);
     std::thread::sleep(Duration::from_secs(1));
     second.stop();
     wait_spread(&[&first], partitions, Duration::from_secs(20));

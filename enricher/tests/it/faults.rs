@@ -699,6 +699,17 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// How long a worker joining a group that has members may take to get its
+/// partitions on librdkafka's mock cluster (2.12.1). The mock ends a
+/// group's sync as soon as the leader's SyncGroup arrives, since that sets
+/// every member's assignment, and answers a follower whose SyncGroup comes
+/// after it with INVALID_REQUEST; the follower joins again and the group
+/// rebalances once more, 5 s a round (the session timeout less 1 s). A real
+/// broker hands a late follower its assignment. On a busy machine a joining
+/// process can lose that race round after round (CI saw five rounds, 25 s):
+/// the wait allows a dozen.
+pub(super) const MOCK_JOIN: Duration = Duration::from_secs(60);
+
 /// Waits until the processes together hold every partition, each process
 /// at least one, and none twice.
 pub(super) fn wait_spread(procs: &[&Proc], partitions: i32, limit: Duration) {
@@ -798,11 +809,7 @@ fn scaling_out_to_three_processes_and_back_to_one_loses_nothing() {
     // Scale out between waves.
     let second = Proc::spawn("worker-2", &kafka, topic, &config);
     let third = Proc::spawn("worker-3", &kafka, topic, &config);
-    wait_spread(
-        &[&first, &second, &third],
-        partitions,
-        Duration::from_secs(25),
-    );
+    wait_spread(&[&first, &second, &third], partitions, MOCK_JOIN);
     // Wave 2, to three processes; scale in while it flows: both extra
     // processes drain, commit and leave, and their partitions go back to
     // the first.

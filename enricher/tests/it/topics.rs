@@ -11,7 +11,8 @@ use test_support::kafka::{Kafka, MockKafka, Tansu};
 
 use super::chaos::metric;
 use super::faults::{
-    Feeder, Proc, every_id_out, sum, topics, wait_committed_to_end, write_run_config_with,
+    Feeder, MOCK_JOIN, Proc, every_id_out, sum, topics, wait_committed_to_end,
+    write_run_config_with,
 };
 use super::kafka::wait_until;
 use super::*;
@@ -269,14 +270,12 @@ fn two_workers_of_three_one_partition_topics_both_get_work() {
     let b = Proc::spawn_topics("b", &kafka, group, &list, &config);
     // Range assignment would give every partition 0 to one of them.
     let received = |p: &Proc| metric(&p.get("/metrics").1, "enricher_records_received_total", &[]);
+    wait_until("both workers to have taken records", MOCK_JOIN, || {
+        received(&a).is_some_and(|v| v > 0.0) && received(&b).is_some_and(|v| v > 0.0)
+    });
     for t in &names {
         wait_committed_to_end(&kafka, group, t, 1);
     }
-    wait_until(
-        "both workers to have taken records",
-        Duration::from_secs(20),
-        || received(&a).is_some_and(|v| v > 0.0) && received(&b).is_some_and(|v| v > 0.0),
-    );
     a.stop();
     b.stop();
     for t in &names {
