@@ -34,6 +34,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+use crate::kafka::configured;
+
 /// How long one request to the brokers may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the reader may wait for a record it knows is there.
@@ -540,12 +542,7 @@ fn header<'m>(m: &'m BorrowedMessage<'_>, key: &str) -> Option<&'m str> {
 }
 
 fn client(opts: &RedriveOptions) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &opts.brokers);
-    for (k, v) in &opts.properties {
-        c.set(k, v);
-    }
-    c
+    configured(ClientConfig::new(), &opts.brokers, &opts.properties)
 }
 
 /// A `--since` or `--until` as Unix millis: RFC 3339

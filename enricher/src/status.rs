@@ -26,6 +26,8 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Serialize;
 
+use crate::kafka::configured;
+
 /// How long one request to the brokers may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -425,13 +427,9 @@ impl Status {
 
 fn client(opts: &StatusOptions, group: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &opts.brokers)
-        .set("group.id", group)
+    c.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
-    for (k, v) in &opts.properties {
-        c.set(k, v);
-    }
-    c
+    configured(c, &opts.brokers, &opts.properties)
 }

@@ -38,16 +38,20 @@ pub(super) fn error_label(error: &KafkaError) -> String {
         .map_or_else(|| "other".to_string(), |code| format!("{code:?}"))
 }
 
-fn client_config(
-    config: &Config,
-    extra: &std::collections::BTreeMap<String, String>,
+/// `defaults` for a client of `brokers`, with the operator's librdkafka
+/// `properties` set over them in order, so what is configured wins. Every
+/// client the binary builds ends here: the worker's two, `status` and
+/// `redrive`.
+pub(crate) fn configured<'a>(
+    mut defaults: ClientConfig,
+    brokers: &str,
+    properties: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.brokers);
-    for (k, v) in config.kafka.properties.iter().chain(extra) {
-        c.set(k, v);
+    defaults.set("bootstrap.servers", brokers);
+    for (k, v) in properties {
+        defaults.set(k, v);
     }
-    c
+    defaults
 }
 
 /// The producer's configuration, with the defaults a careful operator would
@@ -56,7 +60,6 @@ fn client_config(
 /// compression, and batching for throughput.
 fn producer_config(config: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.brokers);
     if config.kafka.idempotence {
         c.set("enable.idempotence", "true");
     } else {
@@ -72,15 +75,12 @@ fn producer_config(config: &Config) -> ClientConfig {
             "queue.buffering.max.messages",
             (config.worker.max_in_flight * 4).max(100_000).to_string(),
         );
-    for (k, v) in config
-        .kafka
-        .properties
-        .iter()
-        .chain(&config.kafka.producer_properties)
-    {
-        c.set(k, v);
-    }
-    c
+    let k = &config.kafka;
+    configured(
+        c,
+        &k.brokers,
+        k.properties.iter().chain(&k.producer_properties),
+    )
 }
 
 /// Creates the producer with its context.
@@ -119,7 +119,7 @@ const QUEUED_MAX_KBYTES: &str = "16384";
 const PATTERN_METADATA_REFRESH_MS: &str = "30000";
 
 fn consumer_config(config: &Config) -> ClientConfig {
-    let mut c = client_config(config, &std::collections::BTreeMap::new());
+    let mut c = ClientConfig::new();
     c.set("group.id", &config.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -162,10 +162,12 @@ fn consumer_config(config: &Config) -> ClientConfig {
             PATTERN_METADATA_REFRESH_MS,
         );
     }
-    for (k, v) in &config.kafka.consumer_properties {
-        c.set(k, v);
-    }
-    c
+    let k = &config.kafka;
+    configured(
+        c,
+        &k.brokers,
+        k.properties.iter().chain(&k.consumer_properties),
+    )
 }
 
 /// Creates the consumer with its context.
@@ -335,6 +337,30 @@ mod tests {
         assert_eq!(c.get("topic.metadata.refresh.interval.ms"), None);
         assert_eq!(c.get("partition.assignment.strategy"), None);
         assert_eq!(c.get("fetch.wait.max.ms"), Some("500"));
+    }
+
+    #[test]
+    fn properties_for_both_clients_win_over_either_clients_defaults() {
+        let mut config = Config::default();
+        let both = &mut config.kafka.properties;
+        both.insert("fetch.wait.max.ms".into(), "400".into());
+        both.insert("linger.ms".into(), "20".into());
+        both.insert("auto.offset.reset".into(), "latest".into());
+        let consumer = consumer_config(&config);
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("400"));
+        assert_eq!(consumer.get("auto.offset.reset"), Some("latest"));
+        assert_eq!(producer_config(&config).get("linger.ms"), Some("20"));
+        // A client's own map has the last word over the shared one.
+        config
+            .kafka
+            .consumer_properties
+            .insert("fetch.wait.max.ms".into(), "300".into());
+        let consumer = consumer_config(&config);
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("300"));
+        assert_eq!(
+            consumer.get("bootstrap.servers"),
+            Some(&*config.kafka.brokers)
+        );
     }
 
     #[test]

@@ -57,6 +57,7 @@ mod route;
 mod streak;
 
 pub use clients::check_clients;
+pub(crate) use clients::configured;
 pub use health::Health;
 
 use consume::{Limits, Loop};
